@@ -1,0 +1,158 @@
+"""One typed configuration object, resolved as kwargs > STATEKEEP_* env > file.
+
+The seed gives two sets of sizes -- the storage layers (hot 512 MB / 5 min,
+warm 2 GB / 1 h, cold 90 days, archive 1 year) and the hierarchical memory
+(working 128 MB, short-term 512 MB). They are reconciled here: the hot tier is
+the in-process cache (``hot_cache_bytes``), of which ``working_memory_bytes``
+is the pinned working set for important entries; the warm tier is Redis
+(``warm_cache_bytes``), of which ``short_term_bytes`` is the short-term memory
+budget. docs/architecture.md carries the table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_type_hints
+
+import platformdirs
+
+from statekeep.errors import ConfigError
+
+__all__ = ["Durability", "StateConfig", "default_config_path", "default_db_path"]
+
+Durability = Literal["process", "power"]
+
+ENV_PREFIX = "STATEKEEP_"
+MB = 1024 * 1024
+
+
+def default_db_path() -> Path:
+    """The per-user default store, so ``statekeep`` works from any folder."""
+    return Path(platformdirs.user_data_dir("statekeep")) / "statekeep.db"
+
+
+def default_config_path() -> Path:
+    """Where the optional TOML config file is looked for."""
+    return Path(platformdirs.user_config_dir("statekeep")) / "config.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class StateConfig:
+    """Every setting statekeep reads, with the seed's numbers as defaults."""
+
+    #: SQLite file path, ``sqlite:///path``, or ``postgresql://...`` URL.
+    db: str = field(default_factory=lambda: str(default_db_path()))
+    #: ``redis://`` URL of the warm tier; None means no warm tier.
+    redis_url: str | None = None
+
+    # durability: "process" survives kill -9 (WAL, synchronous=NORMAL);
+    # "power" survives power loss (synchronous=FULL).
+    durability: Durability = "process"
+    busy_timeout_ms: int = 5000
+    #: Encoded JSON values larger than this are refused (context, params, ...).
+    max_value_bytes: int = 16 * MB
+    #: Access counters are batched in memory and flushed this often (seconds).
+    access_flush_interval: float = 2.0
+    #: Apply pending schema migrations when a store is opened.
+    auto_migrate: bool = True
+    #: Connections kept by the PostgreSQL pool.
+    pool_min_size: int = 1
+    pool_max_size: int = 8
+
+    # tiers (seed 2.2) -- used by the memory layer
+    hot_cache_bytes: int = 512 * MB
+    hot_ttl_seconds: float = 300.0
+    working_memory_bytes: int = 128 * MB
+    warm_cache_bytes: int = 2048 * MB
+    warm_ttl_seconds: float = 3600.0
+    short_term_bytes: int = 512 * MB
+    cold_retention_days: float = 90.0
+    archive_retention_days: float = 365.0
+    archive_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.durability not in ("process", "power"):
+            raise ConfigError(
+                f"durability must be 'process' or 'power', not {self.durability!r}"
+            )
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+                raise ConfigError(f"{f.name} must not be negative (got {value})")
+        if self.pool_max_size < max(1, self.pool_min_size):
+            raise ConfigError("pool_max_size must be >= pool_min_size and >= 1")
+
+    @classmethod
+    def load(cls, config_file: str | Path | None = None, **overrides: Any) -> StateConfig:
+        """Build a config from a TOML file, then STATEKEEP_* env vars, then kwargs.
+
+        A missing default file is fine; a missing explicitly named file is an error.
+        """
+        values: dict[str, Any] = {}
+        path = Path(config_file) if config_file else Path(
+            os.environ.get(ENV_PREFIX + "CONFIG", default_config_path())
+        )
+        explicit = config_file is not None or ENV_PREFIX + "CONFIG" in os.environ
+        if path.is_file():
+            try:
+                with path.open("rb") as fh:
+                    data = tomllib.load(fh)
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"cannot read config file {path}: {exc}") from None
+            values.update(data.get("statekeep", data))
+        elif explicit:
+            raise ConfigError(f"config file {path} does not exist")
+        hints = get_type_hints(cls)
+        for f in fields(cls):
+            raw = os.environ.get(ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = _coerce(f.name, raw, hints[f.name])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+        for name, value in values.items():
+            _check_type(name, value, hints[name])
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> StateConfig:
+        """A copy with some settings changed."""
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(name: str, raw: str, hint: Any) -> Any:
+    text = str(hint)
+    try:
+        if hint is bool or text == "bool":
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if hint is int:
+            return int(raw)
+        if hint is float:
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {text}") from None
+    if "None" in text and raw == "":
+        return None
+    return raw
+
+
+def _check_type(name: str, value: Any, hint: Any) -> None:
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    else:
+        ok = value is None or isinstance(value, str)
+    if not ok:
+        raise ConfigError(f"setting {name} has the wrong type: {value!r}")

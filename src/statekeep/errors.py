@@ -1,0 +1,132 @@
+"""One rooted exception tree for everything statekeep raises on purpose.
+
+Callers catch :class:`StatekeepError` to handle any statekeep failure, or a
+subclass to handle one kind. Driver exceptions (``sqlite3``, ``psycopg``) are
+translated to this tree at exactly one boundary, the store backends, so code
+above the store never sees a driver type::
+
+    StatekeepError
+    ├── ConfigError                 bad settings, unknown URL scheme
+    ├── ValidationError             bad input; nothing was written
+    │   ├── InvalidIdError          malformed or hostile id / key / type name
+    │   ├── InvalidStatusError      a status that does not exist
+    │   ├── NotJSONError            a value JSON cannot represent
+    │   └── ValueTooLargeError      over the configured size cap
+    ├── NotFoundError               the entity does not exist (or is not yours)
+    ├── ConflictError               the write lost a race or breaks a rule
+    │   ├── VersionConflictError    optimistic concurrency check failed
+    │   ├── DuplicateError          a unique key is already taken
+    │   ├── InvalidTransitionError  a status change the state machine forbids
+    │   └── TaskCycleError          a parent link that would close a loop
+    ├── StoreError                  the backend failed (I/O, lock timeout, lost server)
+    │   └── StoreUnavailableError   the backend cannot be reached at all
+    └── MigrationError              a schema migration failed and was rolled back
+
+Every error carries a message that names the field or entity at fault, because
+the caller is often an agent that must decide what to do from the text alone.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "ConflictError",
+    "DuplicateError",
+    "InvalidIdError",
+    "InvalidStatusError",
+    "InvalidTransitionError",
+    "MigrationError",
+    "NotFoundError",
+    "NotJSONError",
+    "StatekeepError",
+    "StoreError",
+    "StoreUnavailableError",
+    "TaskCycleError",
+    "ValidationError",
+    "ValueTooLargeError",
+    "VersionConflictError",
+]
+
+
+class StatekeepError(Exception):
+    """Base of every error statekeep raises deliberately."""
+
+
+class ConfigError(StatekeepError):
+    """A setting is missing, malformed or contradictory."""
+
+
+class ValidationError(StatekeepError):
+    """Input was rejected before anything was written.
+
+    ``field`` names the argument at fault so that programs can react without
+    parsing the message.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class InvalidIdError(ValidationError):
+    """An id, key or type name is empty, too long or contains forbidden characters."""
+
+
+class InvalidStatusError(ValidationError):
+    """A status value is not one of the allowed ones."""
+
+
+class NotJSONError(ValidationError):
+    """A value cannot be represented as JSON (sets, bytes, NaN, objects...)."""
+
+
+class ValueTooLargeError(ValidationError):
+    """An encoded value is larger than the configured cap."""
+
+
+class NotFoundError(StatekeepError):
+    """The requested entity does not exist."""
+
+    def __init__(self, entity: str, entity_id: str) -> None:
+        super().__init__(f"{entity} {entity_id!r} not found")
+        self.entity = entity
+        self.entity_id = entity_id
+
+
+class ConflictError(StatekeepError):
+    """The write is well-formed but conflicts with the stored state."""
+
+
+class VersionConflictError(ConflictError):
+    """The caller's expected version is not the stored one (someone wrote first)."""
+
+    def __init__(self, entity: str, entity_id: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"{entity} {entity_id!r} is at version {actual}, not the expected {expected}"
+        )
+        self.expected = expected
+        self.actual = actual
+
+
+class DuplicateError(ConflictError):
+    """An entity with the same unique key already exists."""
+
+
+class InvalidTransitionError(ConflictError):
+    """The status machine does not allow this change."""
+
+
+class TaskCycleError(ConflictError):
+    """Linking a task under this parent would make the task tree cyclic."""
+
+
+class StoreError(StatekeepError):
+    """The storage backend failed; the transaction was rolled back."""
+
+
+class StoreUnavailableError(StoreError):
+    """The storage backend cannot be reached (server down, file unopenable)."""
+
+
+class MigrationError(StatekeepError):
+    """A migration failed; the database was left as it was before."""

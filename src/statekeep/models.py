@@ -1,0 +1,277 @@
+"""The domain records of the seed's schema, their statuses and legal transitions.
+
+Records are frozen dataclasses: a value read from the store (or a cache) can
+be shared between threads and callers without anyone changing it under the
+others. Timestamps are timezone-aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
+
+from statekeep.errors import InvalidStatusError, InvalidTransitionError
+
+__all__ = [
+    "AuditEvent",
+    "ContextItem",
+    "Decision",
+    "Page",
+    "Preference",
+    "Session",
+    "SessionStatus",
+    "Task",
+    "TaskStatus",
+    "TaskTree",
+    "check_session_transition",
+    "check_task_transition",
+]
+
+
+E = TypeVar("E", bound=StrEnum)
+T = TypeVar("T")
+
+
+class SessionStatus(StrEnum):
+    """Lifecycle of a session (seed: sessions.status CHECK)."""
+
+    ACTIVE = "active"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @classmethod
+    def parse(cls, value: object, field: str = "status") -> SessionStatus:
+        return _parse_enum(cls, value, field)
+
+
+class TaskStatus(StrEnum):
+    """Lifecycle of a task (seed: tasks.status CHECK)."""
+
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @classmethod
+    def parse(cls, value: object, field: str = "status") -> TaskStatus:
+        return _parse_enum(cls, value, field)
+
+    @property
+    def finished(self) -> bool:
+        return self in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+def _parse_enum(cls: type[E], value: object, field: str) -> E:
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, str):
+        try:
+            return cls(value)
+        except ValueError:
+            pass
+    allowed = ", ".join(m.value for m in cls)
+    raise InvalidStatusError(
+        f"{field} {value!r} is not one of: {allowed}", field=field
+    )
+
+
+# Sessions may pause and resume freely; a failed session may be resumed (the
+# agent died, a person restarts it); a completed session is final.
+_SESSION_MOVES: dict[SessionStatus, frozenset[SessionStatus]] = {
+    SessionStatus.ACTIVE: frozenset(
+        {SessionStatus.PAUSED, SessionStatus.COMPLETED, SessionStatus.FAILED}
+    ),
+    SessionStatus.PAUSED: frozenset(
+        {SessionStatus.ACTIVE, SessionStatus.COMPLETED, SessionStatus.FAILED}
+    ),
+    SessionStatus.FAILED: frozenset({SessionStatus.ACTIVE}),
+    SessionStatus.COMPLETED: frozenset(),
+}
+
+# pending -> in_progress -> completed | failed | cancelled; pending may be
+# cancelled (or fail before it starts); a failed task is retried by going back
+# to pending, which counts a retry.
+_TASK_MOVES: dict[TaskStatus, frozenset[TaskStatus]] = {
+    TaskStatus.PENDING: frozenset(
+        {TaskStatus.IN_PROGRESS, TaskStatus.CANCELLED, TaskStatus.FAILED}
+    ),
+    TaskStatus.IN_PROGRESS: frozenset(
+        {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}
+    ),
+    TaskStatus.FAILED: frozenset({TaskStatus.PENDING}),
+    TaskStatus.COMPLETED: frozenset(),
+    TaskStatus.CANCELLED: frozenset(),
+}
+
+
+def check_session_transition(entity_id: str, old: SessionStatus, new: SessionStatus) -> None:
+    """Raise InvalidTransitionError unless ``old -> new`` is allowed."""
+    if new != old and new not in _SESSION_MOVES[old]:
+        raise InvalidTransitionError(
+            f"session {entity_id!r} cannot go from {old.value} to {new.value}"
+        )
+
+
+def check_task_transition(entity_id: str, old: TaskStatus, new: TaskStatus) -> None:
+    """Raise InvalidTransitionError unless ``old -> new`` is allowed."""
+    if new not in _TASK_MOVES[old]:
+        allowed = ", ".join(sorted(s.value for s in _TASK_MOVES[old])) or "nothing (final)"
+        raise InvalidTransitionError(
+            f"task {entity_id!r} cannot go from {old.value} to {new.value}; "
+            f"allowed: {allowed}"
+        )
+
+
+class _Record:
+    """Shared helpers for the record dataclasses."""
+
+    __slots__ = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (datetimes as ISO-8601 strings, enums as values)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if isinstance(value, datetime):
+                value = value.isoformat()
+            elif isinstance(value, StrEnum):
+                value = value.value
+            out[f.name] = value
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Session(_Record):
+    """A unit of agent work that may span days (seed table ``sessions``)."""
+
+    id: str
+    user_id: str
+    start_time: datetime
+    end_time: datetime | None
+    status: SessionStatus
+    context_snapshot: Any
+    metadata: Any
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Task(_Record):
+    """One node of a session's task tree (seed table ``tasks``)."""
+
+    id: str
+    session_id: str
+    parent_task_id: str | None
+    type: str
+    status: TaskStatus
+    priority: int
+    description: str | None
+    parameters: Any
+    result: Any
+    error_details: Any
+    started_at: datetime | None
+    completed_at: datetime | None
+    duration_ms: int | None
+    retry_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TaskTree:
+    """A task with its subtasks, recursively, ordered by priority then age."""
+
+    task: Task
+    children: tuple[TaskTree, ...]
+
+    def walk(self) -> list[Task]:
+        """Depth-first list of every task in the tree, root first."""
+        out = [self.task]
+        for child in self.children:
+            out.extend(child.walk())
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.task.to_dict(), "children": [c.to_dict() for c in self.children]}
+
+
+@dataclass(frozen=True, slots=True)
+class ContextItem(_Record):
+    """A piece of captured context (seed table ``context``)."""
+
+    id: str
+    session_id: str
+    context_type: str
+    context_key: str
+    context_value: Any
+    relevance_score: float
+    access_count: int
+    last_accessed: datetime
+    expires_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Decision(_Record):
+    """A decision the agent made, with how it turned out (seed table ``decisions``)."""
+
+    id: str
+    session_id: str | None
+    task_id: str | None
+    decision_type: str
+    context_hash: str
+    decision_made: str
+    confidence: float | None
+    autonomous: bool
+    user_override: bool
+    outcome: str | None
+    feedback_score: float | None
+    reasoning: Any
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Preference(_Record):
+    """A learned or stated user preference (seed table ``user_preferences``)."""
+
+    id: str
+    user_id: str
+    preference_type: str
+    preference_key: str
+    preference_value: Any
+    confidence: float
+    observation_count: int
+    last_observed: datetime
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent(_Record):
+    """One row of the audit log: a committed mutation, before and after."""
+
+    id: int
+    event_type: str
+    entity_type: str
+    entity_id: str
+    old_value: Any
+    new_value: Any
+    change_metadata: Any
+    user_id: str | None
+    session_id: str | None
+    timestamp: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a listing plus the cursor for the next (None at the end)."""
+
+    items: list[T]
+    next_cursor: str | None

@@ -1,0 +1,284 @@
+"""The store's transaction machinery, shared by every SQL backend.
+
+A backend (``sqlite.py``, ``postgres.py``) supplies connections, the few
+dialect differences (placeholders, how timestamps and JSON travel, error
+translation) and its own health checks. Everything else -- the domain rules,
+the audit rows, the SQL text -- lives once, in the entity modules that
+subclass :class:`StoreCore`.
+
+Transactions nest: the outermost :meth:`StoreCore.atomic` opens a real
+transaction (``BEGIN IMMEDIATE`` on SQLite, so the write lock is taken up
+front and never upgraded mid-transaction), inner ones are savepoints.
+Callbacks registered with :meth:`StoreCore.after_commit` run only once the
+outermost commit has returned, so a cache is never invalidated for a write
+that then rolls back, and never left valid for one that committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any, Protocol
+
+from statekeep import codec
+from statekeep.config import StateConfig
+from statekeep.errors import StatekeepError, StoreError, ValidationError
+
+__all__ = ["UNSET", "Connection", "Cursor", "StoreCore", "Unset", "utcnow"]
+
+log = logging.getLogger("statekeep.store")
+
+
+class Unset(Enum):
+    """Sentinel type for 'argument not given' where None is a real value."""
+
+    UNSET = 0
+
+
+UNSET = Unset.UNSET
+
+
+def utcnow() -> datetime:
+    """The default clock: an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+class Cursor(Protocol):
+    """The slice of a DB-API cursor the store uses."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Connection(Protocol):
+    """The slice of a DB-API connection the store uses (``?`` placeholders)."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Cursor: ...
+
+    def executemany(self, sql: str, seq: Any, /) -> Any: ...
+
+
+class _TxState(threading.local):
+    conn: Connection | None = None
+    depth: int = 0
+    hooks: list[Callable[[], None]] | None = None
+
+
+class StoreCore(ABC):
+    """Connections, transactions, value conversion and after-commit hooks."""
+
+    #: "sqlite" or "postgresql"; the migrations directory has the same name.
+    dialect: str
+    #: The URL or path this store was opened with (secrets removed).
+    location: str
+
+    def __init__(self, config: StateConfig, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self.config = config
+        self.clock = clock
+        self._tx = _TxState()
+        self._closed = False
+
+    # -- what a backend supplies ------------------------------------------
+
+    @abstractmethod
+    def _acquire(self) -> Connection:
+        """A connection for this thread's next transaction or read."""
+
+    @abstractmethod
+    def _release(self, conn: Connection) -> None:
+        """Give back a connection obtained from :meth:`_acquire`."""
+
+    @abstractmethod
+    def _begin(self, conn: Connection) -> None:
+        """Start a write transaction (taking the write lock where there is one)."""
+
+    @abstractmethod
+    def _translate(self, exc: Exception) -> StatekeepError:
+        """Map a driver exception to the statekeep error tree."""
+
+    @abstractmethod
+    def ts(self, value: datetime) -> Any:
+        """A UTC datetime as this backend's query parameter."""
+
+    @abstractmethod
+    def ts_out(self, value: Any) -> datetime:
+        """A timestamp column value as an aware UTC datetime."""
+
+    @abstractmethod
+    def json_in(self, data: bytes) -> Any:
+        """JSON bytes (from :func:`codec.dumps`) as a query parameter."""
+
+    @abstractmethod
+    def json_out(self, value: Any) -> Any:
+        """A JSON column value as Python data."""
+
+    @abstractmethod
+    def integrity_problems(self) -> list[str]:
+        """The database's own integrity and foreign-key checks; empty when healthy."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Flush pending bookkeeping and release every connection."""
+
+    # -- transactions -------------------------------------------------------
+
+    @contextmanager
+    def atomic(self) -> Iterator[Connection]:
+        """A write transaction; nested calls become savepoints."""
+        self._check_open()
+        st = self._tx
+        if st.depth:
+            assert st.conn is not None
+            conn = st.conn
+            name = f"sk_sp{st.depth}"
+            conn.execute(f"SAVEPOINT {name}")
+            st.depth += 1
+            try:
+                yield conn
+            except BaseException:
+                st.depth -= 1
+                conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
+                conn.execute(f"RELEASE SAVEPOINT {name}")
+                raise
+            st.depth -= 1
+            conn.execute(f"RELEASE SAVEPOINT {name}")
+            return
+
+        conn = self._acquire()
+        try:
+            self._begin(conn)
+        except Exception as exc:
+            self._release(conn)
+            raise self._map(exc) from exc
+        st.conn, st.depth, st.hooks = conn, 1, []
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            hooks = None
+            try:
+                conn.execute("ROLLBACK")
+            except Exception:  # the transaction may already be gone
+                log.debug("rollback after failure also failed", exc_info=True)
+            if isinstance(exc, Exception):
+                raise self._map(exc) from exc
+            raise
+        else:
+            hooks = st.hooks
+        finally:
+            st.conn, st.depth, st.hooks = None, 0, None
+            self._release(conn)
+        for hook in hooks or ():
+            try:
+                hook()
+            except Exception:  # a cache hiccup must not fail a committed write
+                log.warning("after-commit hook failed", exc_info=True)
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A connection for reads: the open transaction's, else a fresh one."""
+        self._check_open()
+        st = self._tx
+        if st.conn is not None:
+            yield st.conn
+            return
+        conn = self._acquire()
+        try:
+            yield conn
+        except Exception as exc:
+            raise self._map(exc) from exc
+        finally:
+            self._release(conn)
+
+    def after_commit(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` once the current outermost transaction has committed.
+
+        Outside a transaction the hook runs at once.
+        """
+        if self._tx.hooks is None:
+            hook()
+        else:
+            self._tx.hooks.append(hook)
+
+    def _map(self, exc: Exception) -> StatekeepError:
+        if isinstance(exc, StatekeepError):
+            return exc
+        return self._translate(exc)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"store {self.location} is closed")
+
+    # -- value helpers ------------------------------------------------------
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def json_param(self, value: Any, field: str) -> Any:
+        """Validate and encode an optional JSON value for a query."""
+        if value is None:
+            return None
+        return self.json_in(codec.dumps(value, field=field,
+                                        max_bytes=self.config.max_value_bytes))
+
+    def json_col(self, value: Any) -> Any:
+        return None if value is None else self.json_out(value)
+
+    def ts_col(self, value: Any) -> datetime | None:
+        return None if value is None else self.ts_out(value)
+
+    def ts_arg(self, value: object, field: str) -> datetime | None:
+        """Validate a caller-supplied optional datetime (must be timezone-aware)."""
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise ValidationError(
+                f"{field} must be a datetime, not {type(value).__name__}", field=field
+            )
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValidationError(
+                f"{field} must be timezone-aware (use datetime.now(timezone.utc))",
+                field=field,
+            )
+        return value.astimezone(UTC)
+
+    def audit_row(
+        self,
+        conn: Connection,
+        event_type: str,
+        entity_type: str,
+        entity_id: str,
+        old: Any,
+        new: Any,
+        *,
+        user_id: str | None,
+        session_id: str | None,
+        meta: Any = None,
+        at: datetime | None = None,
+    ) -> None:
+        """Write one audit row inside the caller's transaction."""
+        conn.execute(
+            "INSERT INTO audit_log (event_type, entity_type, entity_id, old_value, new_value,"
+            " change_metadata, user_id, session_id, timestamp)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                event_type,
+                entity_type,
+                entity_id,
+                None if old is None else self.json_in(codec.dumps(old)),
+                None if new is None else self.json_in(codec.dumps(new)),
+                None if meta is None else self.json_in(codec.dumps(meta)),
+                user_id,
+                session_id,
+                self.ts(at or self.now()),
+            ),
+        )

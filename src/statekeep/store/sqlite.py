@@ -1,0 +1,204 @@
+"""The embedded SQLite backend (stdlib ``sqlite3``): the default store.
+
+Every SQLite setting lives here. Each thread gets its own connection (SQLite
+connections must not be shared mid-transaction), recreated after ``fork``
+because a connection inherited by a child process corrupts locks. WAL lets
+readers run beside the one writer; writers take the lock up front with
+``BEGIN IMMEDIATE`` so a transaction never fails half-way on a lock upgrade.
+
+Durability: in WAL mode with ``synchronous=NORMAL`` a committed transaction is
+in the WAL file before ``COMMIT`` returns, so it survives the process being
+killed; only a power loss or OS crash can lose the last transactions. With
+``durability="power"`` (``synchronous=FULL``) the WAL is fsynced at every
+commit and those survive too.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from statekeep.config import StateConfig
+from statekeep.errors import (
+    ConflictError,
+    DuplicateError,
+    StatekeepError,
+    StoreError,
+    StoreUnavailableError,
+    ValidationError,
+)
+from statekeep.store.base import Connection, utcnow
+from statekeep.store.protocol import Store
+
+__all__ = ["SQLiteStore", "sqlite_path"]
+
+
+def sqlite_path(location: str) -> str:
+    """The file path of a ``sqlite:///path`` URL or a plain path."""
+    if location.startswith("sqlite:///"):
+        return location[len("sqlite:///"):] if location != "sqlite:///:memory:" else ":memory:"
+    if location.startswith("sqlite://"):
+        return location[len("sqlite://"):]
+    return location
+
+
+class _Local(threading.local):
+    conn: sqlite3.Connection | None = None
+    pid: int = 0
+
+
+class SQLiteStore(Store):
+    """Store on one SQLite database file."""
+
+    dialect = "sqlite"
+
+    def __init__(self, config: StateConfig, *, clock: Any = utcnow) -> None:
+        super().__init__(config, clock=clock)
+        self.path = sqlite_path(config.db)
+        self.location = self.path
+        self._memory = self.path == ":memory:"
+        self._local = _Local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        # An in-memory database exists only inside one connection, so it is
+        # shared by all threads and serialised by this lock.
+        self._mem_lock = threading.RLock()
+        if not self._memory:
+            parent = Path(self.path).expanduser().resolve().parent
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreUnavailableError(f"cannot create {parent}: {exc}") from None
+        self._connect()  # fail fast on an unopenable file
+
+    # -- connections ----------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        local = self._local
+        pid = os.getpid()
+        if local.conn is not None and local.pid == pid:
+            return local.conn
+        if self._memory and self._all:
+            local.conn, local.pid = self._all[0], pid
+            return self._all[0]
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self.config.busy_timeout_ms / 1000,
+                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                check_same_thread=False,  # per-thread by design; close() runs elsewhere
+                cached_statements=256,
+            )
+            conn.execute(f"PRAGMA busy_timeout = {int(self.config.busy_timeout_ms)}")
+            if not self._memory:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if mode.lower() != "wal":
+                    raise StoreError(f"could not put {self.path} in WAL mode (got {mode})")
+            sync = "FULL" if self.config.durability == "power" else "NORMAL"
+            conn.execute(f"PRAGMA synchronous = {sync}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA temp_store = MEMORY")
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(f"cannot open SQLite database {self.path}: {exc}") \
+                from None
+        local.conn, local.pid = conn, pid
+        with self._all_lock:
+            self._all.append(conn)
+        return conn
+
+    def _acquire(self) -> Connection:
+        if self._memory:
+            self._mem_lock.acquire()
+        conn: Connection = self._connect()
+        return conn
+
+    def _release(self, conn: Connection) -> None:
+        if self._memory:
+            self._mem_lock.release()
+
+    def _begin(self, conn: Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+
+    # -- values -----------------------------------------------------------
+
+    def ts(self, value: datetime) -> str:
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value.isoformat(" ", "microseconds")
+
+    def ts_out(self, value: Any) -> datetime:
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+    def json_in(self, data: bytes) -> str:
+        return data.decode()
+
+    def json_out(self, value: Any) -> Any:
+        return orjson.loads(value)
+
+    # -- errors -----------------------------------------------------------
+
+    def _translate(self, exc: Exception) -> StatekeepError:
+        if isinstance(exc, StatekeepError):
+            return exc
+        msg = str(exc)
+        if isinstance(exc, sqlite3.IntegrityError):
+            if "UNIQUE" in msg or "PRIMARY KEY" in msg:
+                return DuplicateError(f"already exists: {msg}")
+            if "FOREIGN KEY" in msg:
+                return ConflictError(f"refers to an entity that does not exist: {msg}")
+            return ValidationError(f"rejected by the schema: {msg}")
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in msg:
+            return StoreError(
+                f"database {self.path} stayed locked for {self.config.busy_timeout_ms} ms: {msg}")
+        if isinstance(exc, sqlite3.DatabaseError):
+            return StoreError(f"SQLite error on {self.path}: {msg}")
+        return StoreError(f"unexpected error on {self.path}: {type(exc).__name__}: {msg}")
+
+    # -- maintenance ------------------------------------------------------
+
+    def integrity_problems(self) -> list[str]:
+        with self.reading() as conn:
+            problems = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()
+                        if r[0] != "ok"]
+            problems += [f"foreign key: {r[0]} row {r[1]} refers to missing {r[2]}"
+                         for r in conn.execute("PRAGMA foreign_key_check").fetchall()]
+        return problems
+
+    def backup_to(self, name: str, directory: Path | None = None) -> str:
+        """Online copy of the database with SQLite's backup API; returns its path."""
+        if self._memory:
+            raise StoreError("an in-memory database cannot be backed up to a file")
+        folder = directory or Path(self.path).expanduser().resolve().parent / "backups"
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / name
+        dest = sqlite3.connect(target)
+        try:
+            with self.reading() as conn:
+                assert isinstance(conn, sqlite3.Connection)
+                conn.backup(dest)
+        finally:
+            dest.close()
+        return str(target)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self.access_log.stop()
+        try:
+            self.access_log.flush()
+        finally:
+            self._closed = True
+            with self._all_lock:
+                conns, self._all = self._all, []
+            for conn in conns:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._local = _Local()

@@ -1,0 +1,196 @@
+"""The façade: one object that opens the store and wires every component.
+
+:class:`StateSystem` is the synchronous core (scripts, the CLI, servers);
+:class:`StateManagementSystem` is the seed's async API over the same core,
+not a second copy of it. Each public method is declared once on the store;
+the façades forward to it through :func:`_forward` / :func:`_offload`, which
+keep the full signature for type checkers and the docstring for ``help()``.
+As later components (memory tiers, context engine) take over a method, its
+one-line forward is replaced by a real method here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
+
+from statekeep.config import StateConfig
+from statekeep.store import Store, open_store
+from statekeep.store.base import utcnow
+from statekeep.store.migrations import StateMigrationSystem
+
+__all__ = ["StateManagementSystem", "StateSystem"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _forward(method: Callable[Concatenate[Store, P], R]) -> Callable[
+        Concatenate[StateSystem, P], R]:
+    name = method.__name__
+
+    @functools.wraps(method)
+    def call(self: StateSystem, *args: P.args, **kwargs: P.kwargs) -> R:
+        result: R = getattr(self.store, name)(*args, **kwargs)
+        return result
+
+    return cast("Callable[Concatenate[StateSystem, P], R]", call)
+
+
+class StateSystem:
+    """Synchronous statekeep: ``with StateSystem(StateConfig(db=...)) as sk: ...``."""
+
+    def __init__(self, config: StateConfig | None = None, *,
+                 clock: Callable[[], datetime] = utcnow, **overrides: Any) -> None:
+        if config is None:
+            config = StateConfig.load(**overrides)
+        elif overrides:
+            config = config.replace(**overrides)
+        self.config = config
+        self.store: Store = open_store(config, clock=clock)
+        #: The seed's name for the durable tier.
+        self.persistent_store = self.store
+        self.migrations = StateMigrationSystem(self.store)
+
+    def close(self) -> None:
+        """Flush pending bookkeeping and release the store."""
+        self.store.close()
+
+    def __enter__(self) -> StateSystem:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # sessions
+    create_session = _forward(Store.create_session)
+    get_session = _forward(Store.get_session)
+    list_sessions = _forward(Store.list_sessions)
+    update_session = _forward(Store.update_session)
+    delete_session = _forward(Store.delete_session)
+    # tasks
+    create_task = _forward(Store.create_task)
+    get_task = _forward(Store.get_task)
+    list_tasks = _forward(Store.list_tasks)
+    task_tree = _forward(Store.task_tree)
+    update_task = _forward(Store.update_task)
+    transition_task = _forward(Store.transition_task)
+    start_task = _forward(Store.start_task)
+    complete_task = _forward(Store.complete_task)
+    fail_task = _forward(Store.fail_task)
+    cancel_task = _forward(Store.cancel_task)
+    retry_task = _forward(Store.retry_task)
+    delete_task = _forward(Store.delete_task)
+    # context
+    set_context = _forward(Store.set_context)
+    set_context_many = _forward(Store.set_context_many)
+    get_context = _forward(Store.get_context)
+    get_context_by_id = _forward(Store.get_context_by_id)
+    list_context = _forward(Store.list_context)
+    delete_context = _forward(Store.delete_context)
+    # decisions and preferences
+    record_decision = _forward(Store.record_decision)
+    update_decision = _forward(Store.update_decision)
+    get_decision = _forward(Store.get_decision)
+    list_decisions = _forward(Store.list_decisions)
+    set_preference = _forward(Store.set_preference)
+    get_preference = _forward(Store.get_preference)
+    list_preferences = _forward(Store.list_preferences)
+    delete_preference = _forward(Store.delete_preference)
+    # audit
+    audit = _forward(Store.audit)
+
+
+def _offload(method: Callable[Concatenate[StateSystem, P], R]) -> Callable[
+        Concatenate[StateManagementSystem, P], Coroutine[Any, Any, R]]:
+    name = method.__name__
+
+    @functools.wraps(method)
+    async def call(self: StateManagementSystem, *args: P.args, **kwargs: P.kwargs) -> R:
+        bound = getattr(self.sync, name)
+        result: R = await asyncio.to_thread(bound, *args, **kwargs)
+        return result
+
+    return cast("Callable[Concatenate[StateManagementSystem, P], Coroutine[Any, Any, R]]", call)
+
+
+class StateManagementSystem:
+    """The seed's async API: ``async with StateManagementSystem(config) as sms: ...``.
+
+    Blocking store calls run in worker threads so the event loop never waits
+    on disk or network.
+    """
+
+    def __init__(self, config: StateConfig | None = None, *,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.config = config or StateConfig.load()
+        self._clock = clock
+        self._sync: StateSystem | None = None
+
+    @property
+    def sync(self) -> StateSystem:
+        """The synchronous core (opened by ``async with`` or :meth:`open`)."""
+        if self._sync is None:
+            from statekeep.errors import StoreError
+            raise StoreError("StateManagementSystem is not open: use 'async with' or open()")
+        return self._sync
+
+    @property
+    def persistent_store(self) -> Store:
+        return self.sync.store
+
+    @property
+    def migrations(self) -> StateMigrationSystem:
+        return self.sync.migrations
+
+    async def open(self) -> StateManagementSystem:
+        if self._sync is None:
+            self._sync = await asyncio.to_thread(StateSystem, self.config, clock=self._clock)
+        return self
+
+    async def close(self) -> None:
+        if self._sync is not None:
+            sync, self._sync = self._sync, None
+            await asyncio.to_thread(sync.close)
+
+    async def __aenter__(self) -> StateManagementSystem:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    create_session = _offload(StateSystem.create_session)
+    get_session = _offload(StateSystem.get_session)
+    list_sessions = _offload(StateSystem.list_sessions)
+    update_session = _offload(StateSystem.update_session)
+    delete_session = _offload(StateSystem.delete_session)
+    create_task = _offload(StateSystem.create_task)
+    get_task = _offload(StateSystem.get_task)
+    list_tasks = _offload(StateSystem.list_tasks)
+    task_tree = _offload(StateSystem.task_tree)
+    update_task = _offload(StateSystem.update_task)
+    transition_task = _offload(StateSystem.transition_task)
+    start_task = _offload(StateSystem.start_task)
+    complete_task = _offload(StateSystem.complete_task)
+    fail_task = _offload(StateSystem.fail_task)
+    cancel_task = _offload(StateSystem.cancel_task)
+    retry_task = _offload(StateSystem.retry_task)
+    delete_task = _offload(StateSystem.delete_task)
+    set_context = _offload(StateSystem.set_context)
+    set_context_many = _offload(StateSystem.set_context_many)
+    get_context = _offload(StateSystem.get_context)
+    get_context_by_id = _offload(StateSystem.get_context_by_id)
+    list_context = _offload(StateSystem.list_context)
+    delete_context = _offload(StateSystem.delete_context)
+    record_decision = _offload(StateSystem.record_decision)
+    update_decision = _offload(StateSystem.update_decision)
+    get_decision = _offload(StateSystem.get_decision)
+    list_decisions = _offload(StateSystem.list_decisions)
+    set_preference = _offload(StateSystem.set_preference)
+    get_preference = _offload(StateSystem.get_preference)
+    list_preferences = _offload(StateSystem.list_preferences)
+    delete_preference = _offload(StateSystem.delete_preference)
+    audit = _offload(StateSystem.audit)
