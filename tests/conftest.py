@@ -1,0 +1,99 @@
+"""Shared fixtures: every store test runs against SQLite *and* PostgreSQL.
+
+``--backend sqlite|postgres|all`` (default all) is the one switch. PostgreSQL
+tests each get a schema of their own, created before and dropped after. When a
+server is missing the test skips with the reason -- except under CI=true,
+where a missing server is a failure, so that CI can never go green by
+skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from statekeep import StateConfig, Store, open_store
+
+PG_URL = os.environ.get("STATEKEEP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("STATEKEEP_TEST_REDIS", "redis://127.0.0.1:6379/0")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--backend", default="all", choices=["all", "sqlite", "postgres"],
+                     help="which store backends the shared suite runs against")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        choice = metafunc.config.getoption("--backend")
+        backends = ["sqlite", "postgres"] if choice == "all" else [choice]
+        metafunc.parametrize("backend", backends)
+
+
+def service_missing(what: str, why: str) -> None:
+    """Skip locally, fail under CI: a service test must never pass by skipping."""
+    message = f"{what} is not reachable ({why})"
+    if IN_CI:
+        pytest.fail(message + " -- CI=true requires it", pytrace=False)
+    pytest.skip(message)
+
+
+def _pg_admin() -> Any:
+    import psycopg
+
+    try:
+        return psycopg.connect(PG_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        service_missing(f"PostgreSQL at {PG_URL}", str(exc).strip().splitlines()[0])
+
+
+@pytest.fixture
+def pg_schema_url() -> Iterator[str]:
+    """A PostgreSQL URL whose ``schema`` parameter names a fresh, private schema."""
+    schema = "sk_test_" + secrets.token_hex(6)
+    admin = _pg_admin()
+    try:
+        admin.execute(f"CREATE SCHEMA {schema}")
+        sep = "&" if "?" in PG_URL else "?"
+        yield f"{PG_URL}{sep}schema={schema}"
+    finally:
+        admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        admin.close()
+
+
+@pytest.fixture
+def db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """The location of an empty store for the parametrised backend."""
+    if backend == "postgres":
+        url: str = request.getfixturevalue("pg_schema_url")
+        return url
+    return str(tmp_path / "statekeep.db")
+
+
+@pytest.fixture
+def make_store(db_url: str) -> Iterator[Callable[..., Store]]:
+    """Open (more) stores on the test's database; all are closed at teardown."""
+    opened: list[Store] = []
+
+    def factory(**overrides: Any) -> Store:
+        clock = overrides.pop("clock", None)
+        config = StateConfig(db=db_url, **overrides)
+        store = open_store(config) if clock is None else open_store(config, clock=clock)
+        opened.append(store)
+        return store
+
+    yield factory
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(make_store: Callable[..., Store]) -> Store:
+    """A fresh, migrated store on the parametrised backend."""
+    return make_store()
