@@ -14,7 +14,7 @@ consumers (terminals, C libraries, log shippers) mishandle them.
 
 from __future__ import annotations
 
-import os
+import random
 import re
 import time
 
@@ -33,20 +33,14 @@ MAX_ID_LENGTH = 128
 MAX_KEY_LENGTH = 512
 MAX_NAME_LENGTH = 64
 
-_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}")
 _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,63}")
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 def new_id(prefix: str) -> str:
-    """Return a fresh time-ordered id such as ``ses_01JD3Q7X...``."""
-    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
-    chars = []
-    for _ in range(26):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return f"{prefix}_{''.join(reversed(chars))}"
+    """Return a fresh time-ordered id such as ``ses_019ab1c2d3e4...`` (32 hex digits)."""
+    return f"{prefix}_{int(time.time() * 1000) << 80 | random.getrandbits(80):032x}"
 
 
 def validate_id(value: object, field: str) -> str:

@@ -29,7 +29,13 @@ from statekeep import codec
 from statekeep.config import StateConfig
 from statekeep.errors import StatekeepError, StoreError, ValidationError
 
-__all__ = ["UNSET", "Connection", "Cursor", "StoreCore", "Unset", "utcnow"]
+__all__ = ["AUDIT_INSERT", "UNSET", "Connection", "Cursor", "StoreCore", "Unset", "utcnow"]
+
+#: The one INSERT every audit row goes through (single and batched writes).
+AUDIT_INSERT = (
+    "INSERT INTO audit_log (event_type, entity_type, entity_id, old_value, new_value,"
+    " change_metadata, user_id, session_id, timestamp) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 log = logging.getLogger("statekeep.store")
 
@@ -265,20 +271,25 @@ class StoreCore(ABC):
         meta: Any = None,
         at: datetime | None = None,
     ) -> None:
-        """Write one audit row inside the caller's transaction."""
-        conn.execute(
-            "INSERT INTO audit_log (event_type, entity_type, entity_id, old_value, new_value,"
-            " change_metadata, user_id, session_id, timestamp)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                event_type,
-                entity_type,
-                entity_id,
-                None if old is None else self.json_in(codec.dumps(old)),
-                None if new is None else self.json_in(codec.dumps(new)),
-                None if meta is None else self.json_in(codec.dumps(meta)),
-                user_id,
-                session_id,
-                self.ts(at or self.now()),
-            ),
-        )
+        """Write one audit row inside the caller's transaction.
+
+        ``old`` and ``new`` are entity dicts built by statekeep from validated
+        values (or their JSON bytes, already encoded), so they skip the strict
+        checks of :func:`codec.dumps`.
+        """
+        conn.execute(AUDIT_INSERT, (
+            event_type,
+            entity_type,
+            entity_id,
+            self._audit_json(old),
+            self._audit_json(new),
+            self._audit_json(meta),
+            user_id,
+            session_id,
+            self.ts(at or self.now()),
+        ))
+
+    def _audit_json(self, value: Any) -> Any:
+        if value is None:
+            return None
+        return self.json_in(value if isinstance(value, bytes) else codec.dumps_trusted(value))

@@ -22,7 +22,7 @@ from statekeep import codec
 from statekeep.errors import NotFoundError, ValidationError
 from statekeep.ids import new_id, validate_id, validate_key, validate_name
 from statekeep.models import ContextItem
-from statekeep.store.base import Connection, StoreCore
+from statekeep.store.base import AUDIT_INSERT, Connection, StoreCore
 from statekeep.store.tasks import TaskStore
 
 __all__ = ["AccessLog", "ContextInput", "ContextStore"]
@@ -53,6 +53,18 @@ def _check_score(score: object) -> float:
         raise ValidationError("relevance_score must be a number from 0 to 1",
                               field="relevance_score")
     return float(score)
+
+
+def _item_json(item: ContextItem, data: bytes) -> bytes:
+    """The audit form of an item, embedding its already-encoded value as is."""
+    return codec.dumps_trusted({
+        "id": item.id, "session_id": item.session_id, "context_type": item.context_type,
+        "context_key": item.context_key, "context_value": orjson.Fragment(data),
+        "relevance_score": item.relevance_score, "access_count": item.access_count,
+        "last_accessed": item.last_accessed.isoformat(),
+        "expires_at": None if item.expires_at is None else item.expires_at.isoformat(),
+        "created_at": item.created_at.isoformat(), "updated_at": item.updated_at.isoformat(),
+    })
 
 
 class AccessLog:
@@ -174,41 +186,40 @@ class ContextStore(TaskStore):
         data = codec.dumps(value, field="value", max_bytes=self.config.max_value_bytes)
         now = self.now()
         exp = self._expiry(expires_at, ttl_seconds, now)
+        ts_now = self.ts(now)
+        exp_p = None if exp is None else self.ts(exp)
+        json_p = self.json_in(data)
         with self.atomic() as conn:
             user = self.session_user(conn, session_id)
-            old_row = conn.execute(
-                f"SELECT {CONTEXT_COLS} FROM context"
-                " WHERE session_id = ? AND context_type = ? AND context_key = ?",
-                (session_id, context_type, context_key)).fetchone()
-            old = None if old_row is None else self.context_row(old_row)
-            item = self._write_item(conn, session_id, context_type, context_key, data,
-                                    score, exp, now, old)
-            self.audit_row(conn, "update" if old else "create", "context", item.id,
-                           None if old is None else old.to_dict(), item.to_dict(),
-                           user_id=user, session_id=session_id, at=now)
-        return item
-
-    def _write_item(self, conn: Connection, session_id: str, ctype: str, key: str,
-                    data: bytes, score: float | None, exp: datetime | None,
-                    now: datetime, old: ContextItem | None) -> ContextItem:
-        value = orjson.loads(data)
-        exp_p = None if exp is None else self.ts(exp)
-        if old is None:
+            # Insert first: a new key (the common case) costs one statement;
+            # only an existing key pays for reading its old row for the audit.
             item_id = new_id("ctx")
             score_v = 1.0 if score is None else score
-            conn.execute(
-                f"INSERT INTO context ({CONTEXT_COLS}) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
-                (item_id, session_id, ctype, key, self.json_in(data), score_v,
-                 self.ts(now), exp_p, self.ts(now), self.ts(now)))
-            return ContextItem(item_id, session_id, ctype, key, value, score_v, 0, now, exp,
-                               now, now)
-        score_v = old.relevance_score if score is None else score
-        conn.execute(
-            "UPDATE context SET context_value = ?, relevance_score = ?, expires_at = ?,"
-            " updated_at = ? WHERE id = ?",
-            (self.json_in(data), score_v, exp_p, self.ts(now), old.id))
-        return ContextItem(old.id, session_id, ctype, key, value, score_v, old.access_count,
-                           old.last_accessed, exp, old.created_at, now)
+            cur = conn.execute(
+                f"INSERT INTO context ({CONTEXT_COLS}) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)"
+                " ON CONFLICT (session_id, context_type, context_key) DO NOTHING",
+                (item_id, session_id, context_type, context_key, json_p, score_v, ts_now,
+                 exp_p, ts_now, ts_now))
+            old: ContextItem | None = None
+            if cur.rowcount == 1:
+                item = ContextItem(item_id, session_id, context_type, context_key,
+                                   orjson.loads(data), score_v, 0, now, exp, now, now)
+            else:
+                old = self.context_row(conn.execute(
+                    f"SELECT {CONTEXT_COLS} FROM context"
+                    " WHERE session_id = ? AND context_type = ? AND context_key = ?",
+                    (session_id, context_type, context_key)).fetchone())
+                score_v = old.relevance_score if score is None else score
+                conn.execute(
+                    "UPDATE context SET context_value = ?, relevance_score = ?, expires_at = ?,"
+                    " updated_at = ? WHERE id = ?", (json_p, score_v, exp_p, ts_now, old.id))
+                item = ContextItem(old.id, session_id, context_type, context_key,
+                                   orjson.loads(data), score_v, old.access_count,
+                                   old.last_accessed, exp, old.created_at, now)
+            self.audit_row(conn, "update" if old else "create", "context", item.id,
+                           None if old is None else old.to_dict(), _item_json(item, data),
+                           user_id=user, session_id=session_id, at=now)
+        return item
 
     def set_context_many(self, session_id: str, items: Iterable[ContextInput]) -> int:
         """Upsert many items in one transaction, with their audit rows.
@@ -254,16 +265,11 @@ class ContextStore(TaskStore):
                     item_id = old.id
                     score_v = old.relevance_score if score is None else score
                     updates.append((self.json_in(data), score_v, exp_p, ts_now, item_id))
-                    old_json = self.json_in(codec.dumps(old.to_dict()))
+                    old_json = self.json_in(codec.dumps_trusted(old.to_dict()))
                     created, accesses, last = old.created_at, old.access_count, old.last_accessed
-                new_json = orjson.dumps({
-                    "id": item_id, "session_id": session_id, "context_type": ctype,
-                    "context_key": key, "context_value": orjson.Fragment(data),
-                    "relevance_score": score_v, "access_count": accesses,
-                    "last_accessed": last.isoformat(),
-                    "expires_at": None if exp is None else exp.isoformat(),
-                    "created_at": created.isoformat(), "updated_at": now.isoformat(),
-                })
+                new_json = _item_json(ContextItem(
+                    item_id, session_id, ctype, key, None, score_v, accesses, last, exp,
+                    created, now), data)
                 audits.append(("update" if old else "create", "context", item_id, old_json,
                                self.json_in(new_json), None, user, session_id, ts_now))
             if inserts:
@@ -274,10 +280,7 @@ class ContextStore(TaskStore):
                 conn.executemany(
                     "UPDATE context SET context_value = ?, relevance_score = ?,"
                     " expires_at = ?, updated_at = ? WHERE id = ?", updates)
-            conn.executemany(
-                "INSERT INTO audit_log (event_type, entity_type, entity_id, old_value,"
-                " new_value, change_metadata, user_id, session_id, timestamp)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", audits)
+            conn.executemany(AUDIT_INSERT, audits)
         return len(prepared)
 
     def _existing_items(self, conn: Connection, session_id: str,

@@ -15,6 +15,7 @@ commit and those survive too.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -64,7 +65,7 @@ class SQLiteStore(Store):
         self.location = self.path
         self._memory = self.path == ":memory:"
         self._local = _Local()
-        self._all: list[sqlite3.Connection] = []
+        self._all: list[tuple[sqlite3.Connection, int]] = []
         self._all_lock = threading.Lock()
         # An in-memory database exists only inside one connection, so it is
         # shared by all threads and serialised by this lock.
@@ -85,8 +86,8 @@ class SQLiteStore(Store):
         if local.conn is not None and local.pid == pid:
             return local.conn
         if self._memory and self._all:
-            local.conn, local.pid = self._all[0], pid
-            return self._all[0]
+            local.conn, local.pid = self._all[0][0], pid
+            return local.conn
         try:
             conn = sqlite3.connect(
                 self.path,
@@ -109,7 +110,7 @@ class SQLiteStore(Store):
                 from None
         local.conn, local.pid = conn, pid
         with self._all_lock:
-            self._all.append(conn)
+            self._all.append((conn, pid))
         return conn
 
     def _acquire(self) -> Connection:
@@ -128,9 +129,9 @@ class SQLiteStore(Store):
     # -- values -----------------------------------------------------------
 
     def ts(self, value: datetime) -> str:
-        if value.tzinfo is not None:
-            value = value.astimezone(UTC).replace(tzinfo=None)
-        return value.isoformat(" ", "microseconds")
+        if value.tzinfo is not UTC:
+            value = value.astimezone(UTC)
+        return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
     def ts_out(self, value: Any) -> datetime:
         return datetime.fromisoformat(value).replace(tzinfo=UTC)
@@ -196,9 +197,11 @@ class SQLiteStore(Store):
             self._closed = True
             with self._all_lock:
                 conns, self._all = self._all, []
-            for conn in conns:
-                try:
-                    conn.close()
-                except sqlite3.Error:
-                    pass
+            pid = os.getpid()
+            for conn, owner in conns:
+                # A connection inherited across fork belongs to the parent:
+                # closing it here would drop the parent's POSIX file locks.
+                if owner == pid:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.close()
             self._local = _Local()

@@ -1,0 +1,185 @@
+"""What every command shares: the store options, output, and opening the store.
+
+The store location is one setting. ``--db`` and ``--config`` are declared on
+every command (and on the root and on ``migrate``), so they work both before
+and after the subcommand name; the innermost one given wins, and when none is
+given :meth:`StateConfig.load` falls back to ``STATEKEEP_DB`` and the config
+file exactly as the library does. The CLI never reads ``STATEKEEP_*`` itself,
+so there is one precedence rule, not two.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from statekeep.config import StateConfig
+from statekeep.errors import ValidationError
+from statekeep.store.sqlite import sqlite_path
+from statekeep.system import StateSystem
+
+__all__ = [
+    "ConfigOption",
+    "DbOption",
+    "JsonOption",
+    "Output",
+    "load_config",
+    "local_time",
+    "make_console",
+    "missing_sqlite_file",
+    "open_system",
+    "parse_json_value",
+    "report_error",
+]
+
+STORE_PANEL = "Store"
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        help="SQLite file or postgresql:// URL of the store"
+        " [default: $STATEKEEP_DB, the config file, or the per-user data file].",
+        show_default=False,
+        rich_help_panel=STORE_PANEL,
+    ),
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="TOML config file [default: $STATEKEEP_CONFIG or the per-user config file].",
+        show_default=False,
+        dir_okay=False,
+        rich_help_panel=STORE_PANEL,
+    ),
+]
+JsonOption = Annotated[
+    bool,
+    typer.Option("--json", help="Print machine-readable JSON instead of tables."),
+]
+
+# Width used when stdout is not a terminal: wide enough that a table row is
+# one line for grep and friends, instead of rich's 80-column fallback.
+_PIPE_WIDTH = 200
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A console for this invocation's stdout or stderr.
+
+    Built per command rather than once per module because tests (and
+    ``CliRunner``) swap ``sys.stdout``; rich then decides colour and
+    interactivity from the stream it will really write to.
+    """
+    stream = sys.stderr if stderr else sys.stdout
+    width = None
+    if not stream.isatty() and "COLUMNS" not in os.environ:
+        width = _PIPE_WIDTH
+    return Console(stderr=stderr, width=width, highlight=False)
+
+
+@dataclass
+class Output:
+    """Where a command writes: rich to a console, or JSON to stdout."""
+
+    json: bool = False
+    console: Console = field(default_factory=make_console)
+
+    def emit_json(self, data: Any) -> None:
+        """Print ``data`` as indented JSON, bypassing rich (no markup, no wrapping)."""
+        typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+
+    @property
+    def interactive(self) -> bool:
+        """True when a person is watching: progress bars and animations are welcome."""
+        return self.console.is_terminal and not self.json
+
+
+def report_error(message: str) -> None:
+    """The one-line red ``error: ...`` every user error ends in, on stderr."""
+    line = " ".join(message.split())  # a multi-line message would not be one line
+    make_console(stderr=True).print(Text(f"error: {line}", style="bold red"), soft_wrap=True)
+
+
+def _option(ctx: typer.Context, name: str) -> Any:
+    # The innermost context that received the option wins: ``statekeep --db A
+    # sessions list --db B`` uses B.
+    current: Any = ctx
+    while current is not None:
+        value = current.params.get(name)
+        if value is not None:
+            return value
+        current = current.parent
+    return None
+
+
+def load_config(ctx: typer.Context, **overrides: Any) -> StateConfig:
+    """The configuration for this command: ``--db``/``--config`` > env > file."""
+    config_file = _option(ctx, "config")
+    return StateConfig.load(config_file, db=_option(ctx, "db"), **overrides)
+
+
+def missing_sqlite_file(config: StateConfig) -> Path | None:
+    """The SQLite file the config names, if it does not exist yet; else None.
+
+    Read commands use this to refuse to conjure an empty store out of a typo'd
+    path; PostgreSQL URLs and in-memory databases are never "missing".
+    """
+    location = config.db
+    scheme = location.split("://", 1)[0].lower() if "://" in location else ""
+    if scheme not in ("", "sqlite"):
+        return None
+    path = sqlite_path(location)
+    if path == ":memory:":
+        return None
+    file = Path(path).expanduser()
+    return None if file.exists() else file
+
+
+@contextmanager
+def open_system(ctx: typer.Context, *, create: bool = False,
+                **overrides: Any) -> Iterator[StateSystem]:
+    """Open the configured store for one command and close it afterwards.
+
+    Unless ``create`` is set, a SQLite file that does not exist is an error
+    pointing at ``statekeep init`` rather than a silently created empty store.
+    """
+    config = load_config(ctx, **overrides)
+    if not create and (missing := missing_sqlite_file(config)) is not None:
+        from statekeep.errors import StoreUnavailableError
+
+        raise StoreUnavailableError(
+            f"no store at {missing}; create it with 'statekeep init' or choose one with --db")
+    system = StateSystem(config)
+    try:
+        yield system
+    finally:
+        system.close()
+
+
+def parse_json_value(text: str, *, field: str = "VALUE") -> Any:
+    """Parse a command-line JSON value, with a hint when it was meant as text."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ValidationError(
+            f"{field} is not valid JSON ({exc}); pass --string to store it as plain text",
+            field=field.lower()) from None
+
+
+def local_time(value: datetime | None) -> str:
+    """A stored UTC time in the viewer's local zone, to the second; '' for None."""
+    if value is None:
+        return ""
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
