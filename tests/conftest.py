@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -97,3 +98,49 @@ def make_store(db_url: str) -> Iterator[Callable[..., Store]]:
 def store(make_store: Callable[..., Store]) -> Store:
     """A fresh, migrated store on the parametrised backend."""
     return make_store()
+
+
+# --- shared helpers for the store battery ------------------------------------
+
+
+class FakeClock:
+    """A clock for ``make_store(clock=...)`` that moves only when a test says so."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A fresh :class:`FakeClock` starting at a fixed instant."""
+    return FakeClock()
+
+
+def list_schema_objects(store: Store) -> set[tuple[str, str]]:
+    """Every table and index of the store's database as (kind, name) pairs."""
+    with store.reading() as conn:
+        if store.dialect == "sqlite":
+            rows = conn.execute(
+                "SELECT type, name FROM sqlite_master"
+                " WHERE type IN ('table', 'index', 'trigger', 'view')"
+                " AND name NOT LIKE 'sqlite_%'").fetchall()
+        else:
+            rows = conn.execute(
+                "SELECT 'table', table_name FROM information_schema.tables"
+                " WHERE table_schema = current_schema()"
+                " UNION ALL SELECT 'index', indexname FROM pg_indexes"
+                " WHERE schemaname = current_schema()").fetchall()
+    return {(str(r[0]), str(r[1])) for r in rows}
+
+
+@pytest.fixture
+def schema_objects() -> Callable[[Store], set[tuple[str, str]]]:
+    """``schema_objects(store)``: the (kind, name) set of its tables and indexes."""
+    return list_schema_objects

@@ -54,6 +54,17 @@ def _find_non_finite(value: Any) -> bool:
     return False
 
 
+def _find_nul(value: Any) -> bool:
+    """True if a NUL character hides in any string or key of value."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_find_nul(k) or _find_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_find_nul(v) for v in value)
+    return False
+
+
 def dumps(value: Any, *, field: str = "value", max_bytes: int | None = None) -> bytes:
     """Encode ``value`` as compact JSON bytes or raise a ValidationError subclass.
 
@@ -68,6 +79,11 @@ def dumps(value: Any, *, field: str = "value", max_bytes: int | None = None) -> 
     if b"null" in data and _find_non_finite(value):
         raise NotJSONError(f"{field} contains NaN or infinity, which JSON cannot hold",
                            field=field)
+    # PostgreSQL's jsonb cannot hold \u0000; refuse it everywhere so both
+    # backends accept exactly the same values. Walk only when the escape shows.
+    if b"\\u0000" in data and _find_nul(value):
+        raise NotJSONError(f"{field} contains a NUL character (\\u0000), which the store"
+                           " cannot hold", field=field)
     if max_bytes is not None and len(data) > max_bytes:
         raise ValueTooLargeError(
             f"{field} encodes to {len(data)} bytes; the limit is {max_bytes}", field=field
@@ -90,12 +106,16 @@ def loads(data: bytes | str) -> Any:
     return orjson.loads(data)
 
 
-def canonical_hash(value: Any) -> str:
+def canonical_hash(value: Any, *, field: str = "value") -> str:
     """sha256 of the canonical (sorted-key) JSON form: equal values, equal hashes."""
     try:
         data = orjson.dumps(value, default=_refuse, option=_CANONICAL_OPTS)
     except (TypeError, orjson.JSONEncodeError) as exc:
-        raise NotJSONError(f"value is not JSON-serialisable: {exc}") from None
+        raise NotJSONError(f"{field} is not JSON-serialisable: {exc}", field=field) from None
+    # As in dumps(): NaN would hash like null, making different values collide.
+    if b"null" in data and _find_non_finite(value):
+        raise NotJSONError(f"{field} contains NaN or infinity, which JSON cannot hold",
+                           field=field)
     return hashlib.sha256(data).hexdigest()
 
 

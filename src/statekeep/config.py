@@ -12,6 +12,7 @@ budget. docs/architecture.md carries the table.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -75,6 +76,11 @@ class StateConfig:
     archive_dir: str | None = None
 
     def __post_init__(self) -> None:
+        # Checked here, not only in load(): StateConfig(...) and replace() are
+        # used directly, and a wrong type would otherwise fail far from its cause.
+        hints = _hints()
+        for f in fields(self):
+            _check_type(f.name, getattr(self, f.name), hints[f.name])
         if self.durability not in ("process", "power"):
             raise ConfigError(
                 f"durability must be 'process' or 'power', not {self.durability!r}"
@@ -122,7 +128,15 @@ class StateConfig:
 
     def replace(self, **changes: Any) -> StateConfig:
         """A copy with some settings changed."""
+        unknown = sorted(set(changes) - {f.name for f in fields(self)})
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
         return dataclasses.replace(self, **changes)
+
+
+@functools.cache
+def _hints() -> dict[str, Any]:
+    return get_type_hints(StateConfig)
 
 
 def _coerce(name: str, raw: str, hint: Any) -> Any:
@@ -152,7 +166,7 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif hint is float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
-    else:
-        ok = value is None or isinstance(value, str)
+    else:  # str, an optional str, or a Literal of strings
+        ok = isinstance(value, str) or (value is None and "None" in str(hint))
     if not ok:
         raise ConfigError(f"setting {name} has the wrong type: {value!r}")

@@ -14,6 +14,7 @@ consumers (terminals, C libraries, log shippers) mishandle them.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import time
@@ -36,11 +37,21 @@ MAX_NAME_LENGTH = 64
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}")
 _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,63}")
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# Lone surrogates cannot be encoded as UTF-8: no database or wire format takes them.
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+# A private generator seeded from the OS: an application calling random.seed()
+# (common for reproducible agents, and done by test frameworks) must not make
+# ids repeat, and a forked child must not replay its parent's sequence.
+_rng = random.Random()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_rng.seed)
 
 
 def new_id(prefix: str) -> str:
     """Return a fresh time-ordered id such as ``ses_019ab1c2d3e4...`` (32 hex digits)."""
-    return f"{prefix}_{int(time.time() * 1000) << 80 | random.getrandbits(80):032x}"
+    return f"{prefix}_{int(time.time() * 1000) << 80 | _rng.getrandbits(80):032x}"
 
 
 def validate_id(value: object, field: str) -> str:
@@ -92,6 +103,9 @@ def validate_key(value: object, field: str) -> str:
         raise InvalidIdError(
             f"{field} contains a control character (NUL, escape, ...)", field=field
         )
+    if _SURROGATE_RE.search(value):
+        raise InvalidIdError(f"{field} contains a lone surrogate, which is not text",
+                             field=field)
     return value
 
 
@@ -110,4 +124,7 @@ def validate_text(value: object, field: str, *, max_length: int = 65536) -> str 
         )
     if "\x00" in value:
         raise ValidationError(f"{field} contains a NUL character", field=field)
+    if _SURROGATE_RE.search(value):
+        raise ValidationError(f"{field} contains a lone surrogate, which is not text",
+                              field=field)
     return value

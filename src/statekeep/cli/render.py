@@ -7,17 +7,19 @@ of being interpreted by rich.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from rich import box
 from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from statekeep.cli.shared import local_time
+from statekeep.cli.shared import local_time, short_time
 from statekeep.models import (
     AuditEvent,
     ContextItem,
@@ -37,6 +39,7 @@ __all__ = [
     "context_table",
     "decisions_table",
     "json_preview",
+    "listing",
     "preferences_table",
     "session_panel",
     "sessions_table",
@@ -89,20 +92,53 @@ def _duration(ms: int | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{sec:02d}s"
 
 
-def sessions_table(sessions: Iterable[Session]) -> Table:
-    table = Table(title="Sessions", title_justify="left")
-    table.add_column("id", no_wrap=True, style="cyan")
-    table.add_column("user")
-    table.add_column("status")
-    table.add_column("started", no_wrap=True)
-    table.add_column("ended", no_wrap=True)
-    table.add_column("v", justify="right")
-    table.add_column("metadata", overflow="fold")
-    for s in sessions:
-        table.add_row(Text(s.id), Text(s.user_id), _session_status(s.status),
-                      local_time(s.start_time), local_time(s.end_time), str(s.version),
-                      Text("" if s.metadata is None else json_preview(s.metadata)))
+@dataclass(frozen=True)
+class _Column:
+    """One column of a listing: header, how to render a record, and whether it
+    is dropped on a narrow terminal (ids are long; times and extras give way)."""
+
+    header: str
+    cell: Callable[[Any], RenderableType]
+    wide_only: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def listing(title: str) -> Table:
+    """An empty table in the house style: a title, a ruled header, no cell borders."""
+    return Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
+                 show_edge=False, header_style="bold")
+
+
+def _listing(title: str, columns: Sequence[_Column], records: Iterable[Any],
+             wide: bool) -> Table:
+    table = listing(title)
+    used = [c for c in columns if wide or not c.wide_only]
+    for c in used:
+        table.add_column(c.header, **c.options)
+    for record in records:
+        table.add_row(*(c.cell(record) for c in used))
     return table
+
+
+_ID = {"no_wrap": True, "style": "cyan"}
+_FOLD = {"overflow": "fold"}
+_NUM = {"justify": "right", "no_wrap": True}
+
+
+def sessions_table(sessions: Iterable[Session], *, wide: bool = True) -> Table:
+    return _listing("Sessions", [
+        _Column("id", lambda s: Text(s.id), options=_ID),
+        _Column("user", lambda s: Text(s.user_id), options=_FOLD),
+        _Column("status", lambda s: _session_status(s.status)),
+        _Column("started", lambda s: local_time(s.start_time, seconds=False),
+                options={"no_wrap": True}),
+        _Column("ended", lambda s: local_time(s.end_time, seconds=False), wide_only=True,
+                options={"no_wrap": True}),
+        _Column("v", lambda s: str(s.version), wide_only=True, options=_NUM),
+        _Column("metadata", lambda s: Text("" if s.metadata is None
+                                           else json_preview(s.metadata)),
+                wide_only=True, options={"overflow": "fold", "min_width": 16}),
+    ], sessions, wide)
 
 
 def session_panel(session: Session, counts: dict[str, int]) -> Panel:
@@ -124,7 +160,7 @@ def session_panel(session: Session, counts: dict[str, int]) -> Panel:
                  expand=False)
 
 
-def task_label(task: Task) -> Text:
+def task_label(task: Task, *, show_id: bool = True) -> Text:
     """One line for a task in a tree: status icon, type, description, and extras."""
     icon, style = TASK_STYLES[task.status]
     label = Text.assemble((f"{icon} ", style), (task.type, f"bold {style}"))
@@ -134,23 +170,25 @@ def task_label(task: Task) -> Text:
     if task.duration_ms is not None:
         extras.append(_duration(task.duration_ms))
     if task.retry_count:
-        extras.append(f"retried {task.retry_count}×")
+        extras.append(f"retries: {task.retry_count}")
     if task.status is TaskStatus.COMPLETED and task.result is not None:
         extras.append(f"→ {json_preview(task.result, 48)}")
     if task.status is TaskStatus.FAILED and task.error_details is not None:
         extras.append(f"error {json_preview(task.error_details, 48)}")
     if extras:
         label.append("  " + " · ".join(extras), style="dim")
-    label.append(f"  {task.id}", style="bright_black")
+    if show_id:
+        label.append(f"  {task.id}", style="bright_black")
     return label
 
 
-def task_tree(trees: Sequence[TaskTree], title: str = "tasks") -> Tree:
+def task_tree(trees: Sequence[TaskTree], title: str = "tasks", *,
+              show_ids: bool = True) -> Tree:
     """A session's task forest as a rich Tree, coloured by status."""
     root = Tree(Text(title, style="bold"), guide_style="bright_black")
 
     def add(node: Tree, subtree: TaskTree) -> None:
-        branch = node.add(task_label(subtree.task))
+        branch = node.add(task_label(subtree.task, show_id=show_ids))
         for child in subtree.children:
             add(branch, child)
 
@@ -161,21 +199,17 @@ def task_tree(trees: Sequence[TaskTree], title: str = "tasks") -> Tree:
     return root
 
 
-def tasks_table(tasks: Iterable[Task]) -> Table:
-    table = Table(title="Tasks", title_justify="left")
-    table.add_column("id", no_wrap=True, style="cyan")
-    table.add_column("type")
-    table.add_column("status", no_wrap=True)
-    table.add_column("prio", justify="right")
-    table.add_column("retries", justify="right")
-    table.add_column("took", justify="right")
-    table.add_column("parent", no_wrap=True, style="bright_black")
-    table.add_column("description", overflow="fold")
-    for t in tasks:
-        table.add_row(Text(t.id), Text(t.type), _status(t.status), str(t.priority),
-                      str(t.retry_count), _duration(t.duration_ms),
-                      Text(t.parent_task_id or ""), Text(t.description or ""))
-    return table
+def tasks_table(tasks: Iterable[Task], *, wide: bool = True) -> Table:
+    return _listing("Tasks", [
+        _Column("id", lambda t: Text(t.id), options=_ID),
+        _Column("type", lambda t: Text(t.type), options=_FOLD),
+        _Column("status", lambda t: _status(t.status), options={"no_wrap": True}),
+        _Column("prio", lambda t: str(t.priority), wide_only=True, options=_NUM),
+        _Column("retries", lambda t: str(t.retry_count), wide_only=True, options=_NUM),
+        _Column("took", lambda t: _duration(t.duration_ms), wide_only=True, options=_NUM),
+        _Column("description", lambda t: Text(t.description or ""),
+                options={"overflow": "fold", "min_width": 12}),
+    ], tasks, wide)
 
 
 def task_detail(tree: TaskTree) -> RenderableType:
@@ -210,64 +244,57 @@ def task_detail(tree: TaskTree) -> RenderableType:
 
 
 def context_table(items: Iterable[ContextItem], title: str = "Context") -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column("type", style="magenta")
-    table.add_column("key", overflow="fold")
-    table.add_column("value", overflow="fold")
-    table.add_column("relevance", justify="right")
-    table.add_column("reads", justify="right")
-    table.add_column("expires", no_wrap=True)
-    table.add_column("updated", no_wrap=True)
-    for c in items:
-        table.add_row(Text(c.context_type), Text(c.context_key),
-                      Text(json_preview(c.context_value)), f"{c.relevance_score:.2f}",
-                      str(c.access_count), local_time(c.expires_at), local_time(c.updated_at))
-    return table
+    return _listing(title, [
+        _Column("type", lambda c: Text(c.context_type),
+                options={"style": "magenta", "overflow": "fold"}),
+        _Column("key", lambda c: Text(c.context_key), options={"overflow": "fold",
+                                                               "min_width": 8}),
+        _Column("value", lambda c: Text(json_preview(c.context_value)),
+                options={"overflow": "fold", "min_width": 16}),
+        _Column("relevance", lambda c: f"{c.relevance_score:.2f}", options=_NUM),
+        _Column("expires", lambda c: short_time(c.expires_at), options={"no_wrap": True}),
+    ], items, True)
+
+
+def _who(d: Decision) -> str:
+    if d.user_override:
+        return "user override"
+    return "agent" if d.autonomous else "asked user"
 
 
 def decisions_table(decisions: Iterable[Decision]) -> Table:
-    table = Table(title="Decisions", title_justify="left")
-    table.add_column("type", style="magenta")
-    table.add_column("decision", overflow="fold")
-    table.add_column("confidence", justify="right")
-    table.add_column("who")
-    table.add_column("outcome", overflow="fold")
-    table.add_column("feedback", justify="right")
-    for d in decisions:
-        who = "user override" if d.user_override else ("agent" if d.autonomous else "asked user")
-        table.add_row(Text(d.decision_type), Text(d.decision_made),
-                      "" if d.confidence is None else f"{d.confidence:.2f}", who,
-                      Text(d.outcome or ""),
-                      "" if d.feedback_score is None else f"{d.feedback_score:+.2f}")
-    return table
+    return _listing("Decisions", [
+        _Column("type", lambda d: Text(d.decision_type), options={"style": "magenta"}),
+        _Column("decision", lambda d: Text(d.decision_made), options=_FOLD),
+        _Column("confidence", lambda d: "" if d.confidence is None else f"{d.confidence:.2f}",
+                options=_NUM),
+        _Column("who", _who),
+        _Column("outcome", lambda d: Text(d.outcome or ""), options=_FOLD),
+        _Column("feedback", lambda d: "" if d.feedback_score is None
+                else f"{d.feedback_score:+.2f}", options=_NUM),
+    ], decisions, True)
 
 
 def preferences_table(preferences: Iterable[Preference]) -> Table:
-    table = Table(title="Preferences", title_justify="left")
-    table.add_column("user")
-    table.add_column("type", style="magenta")
-    table.add_column("key", overflow="fold")
-    table.add_column("value", overflow="fold")
-    table.add_column("confidence", justify="right")
-    table.add_column("seen", justify="right")
-    for p in preferences:
-        table.add_row(Text(p.user_id), Text(p.preference_type), Text(p.preference_key),
-                      Text(json_preview(p.preference_value)), f"{p.confidence:.2f}",
-                      str(p.observation_count))
-    return table
+    return _listing("Preferences", [
+        _Column("user", lambda p: Text(p.user_id)),
+        _Column("type", lambda p: Text(p.preference_type), options={"style": "magenta"}),
+        _Column("key", lambda p: Text(p.preference_key), options=_FOLD),
+        _Column("value", lambda p: Text(json_preview(p.preference_value)), options=_FOLD),
+        _Column("confidence", lambda p: f"{p.confidence:.2f}", options=_NUM),
+        _Column("seen", lambda p: str(p.observation_count), options=_NUM),
+    ], preferences, True)
 
 
-def audit_table(events: Iterable[AuditEvent]) -> Table:
-    table = Table(title="Audit log", title_justify="left")
-    table.add_column("#", justify="right", style="bright_black")
-    table.add_column("time", no_wrap=True)
-    table.add_column("event")
-    table.add_column("entity")
-    table.add_column("entity id", no_wrap=True, style="cyan")
-    table.add_column("session", no_wrap=True, style="bright_black")
-    table.add_column("user")
-    for e in events:
-        table.add_row(str(e.id), local_time(e.timestamp), Text(e.event_type),
-                      Text(e.entity_type), Text(e.entity_id), Text(e.session_id or ""),
-                      Text(e.user_id or ""))
-    return table
+def audit_table(events: Iterable[AuditEvent], *, wide: bool = True) -> Table:
+    return _listing("Audit log", [
+        _Column("#", lambda e: str(e.id), options={**_NUM, "style": "bright_black"}),
+        _Column("time", lambda e: local_time(e.timestamp, seconds=wide),
+                options={"no_wrap": True}),
+        _Column("event", lambda e: Text(e.event_type)),
+        _Column("entity", lambda e: Text(e.entity_type), wide_only=True),
+        _Column("entity id", lambda e: Text(e.entity_id), options=_ID),
+        _Column("session", lambda e: Text(e.session_id or ""), wide_only=True,
+                options={"no_wrap": True, "style": "bright_black"}),
+        _Column("user", lambda e: Text(e.user_id or ""), options=_FOLD),
+    ], events, wide)

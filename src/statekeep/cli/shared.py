@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import typer
@@ -34,13 +35,16 @@ __all__ = [
     "DbOption",
     "JsonOption",
     "Output",
+    "display_location",
     "load_config",
     "local_time",
     "make_console",
     "missing_sqlite_file",
     "open_system",
+    "option_value",
     "parse_json_value",
     "report_error",
+    "short_time",
 ]
 
 STORE_PANEL = "Store"
@@ -50,7 +54,7 @@ DbOption = Annotated[
     typer.Option(
         "--db",
         help="SQLite file or postgresql:// URL of the store"
-        " [default: $STATEKEEP_DB, the config file, or the per-user data file].",
+        " (default: $STATEKEEP_DB, the config file, or the per-user data file).",
         show_default=False,
         rich_help_panel=STORE_PANEL,
     ),
@@ -59,7 +63,7 @@ ConfigOption = Annotated[
     Path | None,
     typer.Option(
         "--config",
-        help="TOML config file [default: $STATEKEEP_CONFIG or the per-user config file].",
+        help="TOML config file (default: $STATEKEEP_CONFIG or the per-user config file).",
         show_default=False,
         dir_okay=False,
         rich_help_panel=STORE_PANEL,
@@ -73,6 +77,8 @@ JsonOption = Annotated[
 # Width used when stdout is not a terminal: wide enough that a table row is
 # one line for grep and friends, instead of rich's 80-column fallback.
 _PIPE_WIDTH = 200
+#: Console width from which listings show all their columns.
+_WIDE = 120
 
 
 def make_console(*, stderr: bool = False) -> Console:
@@ -101,6 +107,11 @@ class Output:
         typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
 
     @property
+    def wide(self) -> bool:
+        """Room for every column; narrow terminals get the essential ones only."""
+        return self.console.width >= _WIDE
+
+    @property
     def interactive(self) -> bool:
         """True when a person is watching: progress bars and animations are welcome."""
         return self.console.is_terminal and not self.json
@@ -112,9 +123,11 @@ def report_error(message: str) -> None:
     make_console(stderr=True).print(Text(f"error: {line}", style="bold red"), soft_wrap=True)
 
 
-def _option(ctx: typer.Context, name: str) -> Any:
-    # The innermost context that received the option wins: ``statekeep --db A
-    # sessions list --db B`` uses B.
+def option_value(ctx: typer.Context, name: str) -> Any:
+    """An option given anywhere on the command line, the innermost one winning.
+
+    ``statekeep --db A sessions list --db B`` uses B; with only the first, A.
+    """
     current: Any = ctx
     while current is not None:
         value = current.params.get(name)
@@ -126,8 +139,24 @@ def _option(ctx: typer.Context, name: str) -> Any:
 
 def load_config(ctx: typer.Context, **overrides: Any) -> StateConfig:
     """The configuration for this command: ``--db``/``--config`` > env > file."""
-    config_file = _option(ctx, "config")
-    return StateConfig.load(config_file, db=_option(ctx, "db"), **overrides)
+    config = StateConfig.load(option_value(ctx, "config"), db=option_value(ctx, "db"),
+                              **overrides)
+    if config.db.startswith("~"):
+        # The SQLite backend creates the parent folder of the expanded path but
+        # opens the unexpanded one; expanding here keeps both the same.
+        config = config.replace(db=str(Path(config.db).expanduser()))
+    return config
+
+
+def display_location(db: str) -> str:
+    """The store location as it is safe to print: a URL's password masked."""
+    if "://" not in db:
+        return db
+    parts = urlsplit(db)
+    if parts.password is None:
+        return db
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def missing_sqlite_file(config: StateConfig) -> Path | None:
@@ -178,8 +207,15 @@ def parse_json_value(text: str, *, field: str = "VALUE") -> Any:
             field=field.lower()) from None
 
 
-def local_time(value: datetime | None) -> str:
-    """A stored UTC time in the viewer's local zone, to the second; '' for None."""
+def local_time(value: datetime | None, *, seconds: bool = True) -> str:
+    """A stored UTC time in the viewer's local zone; '' for None."""
     if value is None:
         return ""
-    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+
+
+def short_time(value: datetime | None) -> str:
+    """Month, day and minute: enough inside one session's tables, and narrow."""
+    if value is None:
+        return ""
+    return value.astimezone().strftime("%m-%d %H:%M")

@@ -86,6 +86,10 @@ class StoreCore(ABC):
     dialect: str
     #: The URL or path this store was opened with (secrets removed).
     location: str
+    #: Appended to a write transaction's reads of rows it is about to change.
+    #: SQLite has one writer at a time and needs nothing; PostgreSQL's READ
+    #: COMMITTED would let two writers read one row and both act on it.
+    row_lock: str = ""
 
     def __init__(self, config: StateConfig, *, clock: Callable[[], datetime] = utcnow) -> None:
         self.config = config

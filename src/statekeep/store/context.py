@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from statekeep import codec
-from statekeep.errors import NotFoundError, ValidationError
+from statekeep.errors import ConflictError, NotFoundError, ValidationError
 from statekeep.ids import new_id, validate_id, validate_key, validate_name
 from statekeep.models import ContextItem
 from statekeep.store.base import AUDIT_INSERT, Connection, StoreCore
@@ -34,6 +34,7 @@ CONTEXT_COLS = (
     " access_count, last_accessed, expires_at, created_at, updated_at"
 )
 _LOOKUP_CHUNK = 400
+_MAX_TTL = 1000 * 365 * 86400  # far beyond any retention, well inside datetime's range
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +50,7 @@ class ContextInput:
 
 def _check_score(score: object) -> float:
     if (not isinstance(score, int | float) or isinstance(score, bool)
-            or not 0.0 <= float(score) <= 1.0):
+            or not 0.0 <= score <= 1.0):  # compared before float(): a huge int overflows
         raise ValidationError("relevance_score must be a number from 0 to 1",
                               field="relevance_score")
     return float(score)
@@ -157,9 +158,9 @@ class ContextStore(TaskStore):
                 raise ValidationError("give expires_at or ttl_seconds, not both",
                                       field="ttl_seconds")
             if (not isinstance(ttl_seconds, int | float) or isinstance(ttl_seconds, bool)
-                    or ttl_seconds <= 0):
-                raise ValidationError("ttl_seconds must be a positive number",
-                                      field="ttl_seconds")
+                    or not 0 < ttl_seconds < _MAX_TTL):  # also refuses NaN
+                raise ValidationError("ttl_seconds must be a positive number of seconds"
+                                      " below 1000 years", field="ttl_seconds")
             return now + timedelta(seconds=ttl_seconds)
         return self.ts_arg(expires_at, "expires_at")
 
@@ -191,24 +192,26 @@ class ContextStore(TaskStore):
         json_p = self.json_in(data)
         with self.atomic() as conn:
             user = self.session_user(conn, session_id)
-            # Insert first: a new key (the common case) costs one statement;
-            # only an existing key pays for reading its old row for the audit.
+            # Insert first: a new key (the common case) costs one statement, and
+            # two writers of one new key cannot both miss it. Only an existing
+            # key pays for reading its old row (locked) for the audit.
             item_id = new_id("ctx")
-            score_v = 1.0 if score is None else score
-            cur = conn.execute(
-                f"INSERT INTO context ({CONTEXT_COLS}) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)"
-                " ON CONFLICT (session_id, context_type, context_key) DO NOTHING",
-                (item_id, session_id, context_type, context_key, json_p, score_v, ts_now,
-                 exp_p, ts_now, ts_now))
-            old: ContextItem | None = None
-            if cur.rowcount == 1:
-                item = ContextItem(item_id, session_id, context_type, context_key,
-                                   orjson.loads(data), score_v, 0, now, exp, now, now)
-            else:
-                old = self.context_row(conn.execute(
-                    f"SELECT {CONTEXT_COLS} FROM context"
-                    " WHERE session_id = ? AND context_type = ? AND context_key = ?",
-                    (session_id, context_type, context_key)).fetchone())
+            while True:
+                score_v = 1.0 if score is None else score
+                cur = conn.execute(
+                    f"INSERT INTO context ({CONTEXT_COLS})"
+                    " VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)"
+                    " ON CONFLICT (session_id, context_type, context_key) DO NOTHING",
+                    (item_id, session_id, context_type, context_key, json_p, score_v, ts_now,
+                     exp_p, ts_now, ts_now))
+                if cur.rowcount == 1:
+                    old = None
+                    item = ContextItem(item_id, session_id, context_type, context_key,
+                                       orjson.loads(data), score_v, 0, now, exp, now, now)
+                    break
+                old = self._item_at(conn, session_id, context_type, context_key, lock=True)
+                if old is None:  # deleted by another writer in between: insert again
+                    continue
                 score_v = old.relevance_score if score is None else score
                 conn.execute(
                     "UPDATE context SET context_value = ?, relevance_score = ?, expires_at = ?,"
@@ -216,10 +219,19 @@ class ContextStore(TaskStore):
                 item = ContextItem(old.id, session_id, context_type, context_key,
                                    orjson.loads(data), score_v, old.access_count,
                                    old.last_accessed, exp, old.created_at, now)
+                break
             self.audit_row(conn, "update" if old else "create", "context", item.id,
                            None if old is None else old.to_dict(), _item_json(item, data),
                            user_id=user, session_id=session_id, at=now)
         return item
+
+    def _item_at(self, conn: Connection, session_id: str, ctype: str, key: str, *,
+                 lock: bool = False) -> ContextItem | None:
+        row = conn.execute(
+            f"SELECT {CONTEXT_COLS} FROM context"
+            " WHERE session_id = ? AND context_type = ? AND context_key = ?"
+            f"{self.row_lock if lock else ''}", (session_id, ctype, key)).fetchone()
+        return None if row is None else self.context_row(row)
 
     def set_context_many(self, session_id: str, items: Iterable[ContextInput]) -> int:
         """Upsert many items in one transaction, with their audit rows.
@@ -230,6 +242,9 @@ class ContextStore(TaskStore):
         validate_id(session_id, "session_id")
         cap = self.config.max_value_bytes
         prepared: dict[tuple[str, str], tuple[bytes, float | None, datetime | None]] = {}
+        if isinstance(items, str | bytes) or not isinstance(items, Iterable):
+            raise ValidationError(f"items must be an iterable of ContextInput, not "
+                                  f"{type(items).__name__}", field="items")
         for i, it in enumerate(items):
             if not isinstance(it, ContextInput):
                 raise ValidationError(f"item {i} must be a ContextInput, not "
@@ -247,35 +262,45 @@ class ContextStore(TaskStore):
         ts_now = self.ts(now)
         with self.atomic() as conn:
             user = self.session_user(conn, session_id)
-            existing = self._existing_items(conn, session_id, list(prepared))
-            inserts: list[tuple[Any, ...]] = []
+            # Insert every item whose key is free (ON CONFLICT skips the rest),
+            # then read the batch's keys back, locked: a row whose id is not the
+            # one we proposed existed before and is updated instead.
+            proposed = {k: new_id("ctx") for k in prepared}
+            inserts = [
+                (proposed[(ctype, key)], session_id, ctype, key, self.json_in(data),
+                 1.0 if score is None else score, ts_now,
+                 None if exp is None else self.ts(exp), ts_now, ts_now)
+                for (ctype, key), (data, score, exp) in prepared.items()
+            ]
+            conn.executemany(
+                f"INSERT INTO context ({CONTEXT_COLS}) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)"
+                " ON CONFLICT (session_id, context_type, context_key) DO NOTHING", inserts)
+            stored = self._stored_ids(conn, session_id, list(prepared))
             updates: list[tuple[Any, ...]] = []
             audits: list[tuple[Any, ...]] = []
-            for (ctype, key), (data, score, exp) in prepared.items():
-                old = existing.get((ctype, key))
-                exp_p = None if exp is None else self.ts(exp)
+            for ckey, (data, score, exp) in prepared.items():
+                ctype, key = ckey
+                stored_id = stored.get(ckey)
+                if stored_id is None:
+                    raise ConflictError(f"context item ({ctype!r}, {key!r}) was deleted by"
+                                        " another writer during the batch; retry")
+                old = (None if stored_id == proposed[ckey]
+                       else self._item_at(conn, session_id, ctype, key))
                 if old is None:
-                    item_id = new_id("ctx")
-                    score_v = 1.0 if score is None else score
-                    inserts.append((item_id, session_id, ctype, key, self.json_in(data),
-                                    score_v, ts_now, exp_p, ts_now, ts_now))
+                    item = ContextItem(stored_id, session_id, ctype, key, None,
+                                       1.0 if score is None else score, 0, now, exp, now, now)
                     old_json = None
-                    created, accesses, last = now, 0, now
                 else:
-                    item_id = old.id
                     score_v = old.relevance_score if score is None else score
-                    updates.append((self.json_in(data), score_v, exp_p, ts_now, item_id))
+                    updates.append((self.json_in(data), score_v,
+                                    None if exp is None else self.ts(exp), ts_now, old.id))
+                    item = ContextItem(old.id, session_id, ctype, key, None, score_v,
+                                       old.access_count, old.last_accessed, exp,
+                                       old.created_at, now)
                     old_json = self.json_in(codec.dumps_trusted(old.to_dict()))
-                    created, accesses, last = old.created_at, old.access_count, old.last_accessed
-                new_json = _item_json(ContextItem(
-                    item_id, session_id, ctype, key, None, score_v, accesses, last, exp,
-                    created, now), data)
-                audits.append(("update" if old else "create", "context", item_id, old_json,
-                               self.json_in(new_json), None, user, session_id, ts_now))
-            if inserts:
-                conn.executemany(
-                    f"INSERT INTO context ({CONTEXT_COLS})"
-                    " VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)", inserts)
+                audits.append(("update" if old else "create", "context", item.id, old_json,
+                               self.json_in(_item_json(item, data)), None, user, session_id,
+                               ts_now))
             if updates:
                 conn.executemany(
                     "UPDATE context SET context_value = ?, relevance_score = ?,"
@@ -283,9 +308,10 @@ class ContextStore(TaskStore):
             conn.executemany(AUDIT_INSERT, audits)
         return len(prepared)
 
-    def _existing_items(self, conn: Connection, session_id: str,
-                        keys: list[tuple[str, str]]) -> dict[tuple[str, str], ContextItem]:
-        found: dict[tuple[str, str], ContextItem] = {}
+    def _stored_ids(self, conn: Connection, session_id: str,
+                    keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The ids now stored at ``keys`` (locked on backends that lock rows)."""
+        found: dict[tuple[str, str], str] = {}
         for start in range(0, len(keys), _LOOKUP_CHUNK):
             chunk = keys[start:start + _LOOKUP_CHUNK]
             marks = ", ".join(["(?, ?)"] * len(chunk))
@@ -293,11 +319,11 @@ class ContextStore(TaskStore):
             for ctype, key in chunk:
                 params += [ctype, key]
             rows = conn.execute(
-                f"SELECT {CONTEXT_COLS} FROM context WHERE session_id = ?"
-                f" AND (context_type, context_key) IN (VALUES {marks})", params).fetchall()
+                "SELECT id, context_type, context_key FROM context WHERE session_id = ?"
+                f" AND (context_type, context_key) IN (VALUES {marks}){self.row_lock}",
+                params).fetchall()
             for row in rows:
-                item = self.context_row(row)
-                found[(item.context_type, item.context_key)] = item
+                found[(row[1], row[2])] = row[0]
         return found
 
     def get_context(self, session_id: str, context_type: str,
@@ -355,13 +381,9 @@ class ContextStore(TaskStore):
         validate_name(context_type, "context_type")
         validate_key(context_key, "context_key")
         with self.atomic() as conn:
-            row = conn.execute(
-                f"SELECT {CONTEXT_COLS} FROM context"
-                " WHERE session_id = ? AND context_type = ? AND context_key = ?",
-                (session_id, context_type, context_key)).fetchone()
-            if row is None:
+            old = self._item_at(conn, session_id, context_type, context_key, lock=True)
+            if old is None:
                 return False
-            old = self.context_row(row)
             conn.execute("DELETE FROM context WHERE id = ?", (old.id,))
             self.audit_row(conn, "delete", "context", old.id, old.to_dict(), None,
                            user_id=self.session_user(conn, session_id), session_id=session_id)

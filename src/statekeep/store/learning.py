@@ -33,7 +33,7 @@ def _unit(value: object, field: str, *, optional: bool) -> float | None:
     if value is None and optional:
         return None
     if (not isinstance(value, int | float) or isinstance(value, bool)
-            or not 0.0 <= float(value) <= 1.0):
+            or not 0.0 <= value <= 1.0):
         raise ValidationError(f"{field} must be a number from 0 to 1", field=field)
     return float(value)
 
@@ -42,7 +42,7 @@ def _score(value: object, field: str) -> float | None:
     if value is None:
         return None
     if not isinstance(value, int | float) or isinstance(value, bool) or not (
-        -1.0 <= float(value) <= 1.0
+        -1.0 <= value <= 1.0
     ):
         raise ValidationError(f"{field} must be a number from -1 to 1", field=field)
     return float(value)
@@ -76,8 +76,10 @@ class LearningStore(ContextStore):
 
     # -- decisions ----------------------------------------------------------
 
-    def _fetch_decision(self, conn: Connection, decision_id: str) -> Decision:
-        row = conn.execute(f"SELECT {DECISION_COLS} FROM decisions WHERE id = ?",
+    def _fetch_decision(self, conn: Connection, decision_id: str, *,
+                        lock: bool = False) -> Decision:
+        lock_sql = self.row_lock if lock else ""
+        row = conn.execute(f"SELECT {DECISION_COLS} FROM decisions WHERE id = ?{lock_sql}",
                            (decision_id,)).fetchone()
         if row is None:
             raise NotFoundError("decision", decision_id)
@@ -108,7 +110,7 @@ class LearningStore(ContextStore):
         if context is not None and context_hash is not None:
             raise ValidationError("give context or context_hash, not both", field="context")
         if context_hash is None:
-            context_hash = codec.canonical_hash(context)
+            context_hash = codec.canonical_hash(context, field="context")
         elif not (isinstance(context_hash, str) and len(context_hash) == 64
                   and set(context_hash) <= _HASH_CHARS):
             raise ValidationError("context_hash must be 64 lowercase hex characters",
@@ -165,7 +167,7 @@ class LearningStore(ContextStore):
             sets.append("user_override = ?")
             params.append(_flag(user_override, "user_override"))
         with self.atomic() as conn:
-            old = self._fetch_decision(conn, decision_id)
+            old = self._fetch_decision(conn, decision_id, lock=True)
             if not sets:
                 return old
             params.append(decision_id)
@@ -215,10 +217,11 @@ class LearningStore(ContextStore):
     # -- preferences --------------------------------------------------------
 
     def _fetch_preference(self, conn: Connection, user_id: str, ptype: str,
-                          key: str) -> Preference | None:
+                          key: str, *, lock: bool = False) -> Preference | None:
         row = conn.execute(
             f"SELECT {PREFERENCE_COLS} FROM user_preferences"
-            " WHERE user_id = ? AND preference_type = ? AND preference_key = ?",
+            " WHERE user_id = ? AND preference_type = ? AND preference_key = ?"
+            f"{self.row_lock if lock else ''}",
             (user_id, ptype, key)).fetchone()
         return None if row is None else self.preference_row(row)
 
@@ -241,15 +244,24 @@ class LearningStore(ContextStore):
         now = self.now()
         ts_now = self.ts(now)
         with self.atomic() as conn:
-            old = self._fetch_preference(conn, user_id, preference_type, preference_key)
-            if old is None:
-                pid = new_id("prf")
-                conn.execute(
+            # Insert first, so that two writers of one new key cannot both miss
+            # it; a conflict means the row exists, and is then read locked.
+            pid = new_id("prf")
+            old = None
+            while True:
+                cur = conn.execute(
                     f"INSERT INTO user_preferences ({PREFERENCE_COLS})"
-                    " VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
+                    " VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?)"
+                    " ON CONFLICT (user_id, preference_type, preference_key) DO NOTHING",
                     (pid, user_id, preference_type, preference_key, value_p,
                      0.5 if conf is None else conf, ts_now, ts_now, ts_now))
-            else:
+                if cur.rowcount == 1:
+                    break
+                old = self._fetch_preference(conn, user_id, preference_type,
+                                             preference_key, lock=True)
+                if old is not None:  # else deleted in between: insert again
+                    break
+            if old is not None:
                 pid = old.id
                 conn.execute(
                     "UPDATE user_preferences SET preference_value = ?, confidence = ?,"
@@ -292,7 +304,8 @@ class LearningStore(ContextStore):
         validate_name(preference_type, "preference_type")
         validate_key(preference_key, "preference_key")
         with self.atomic() as conn:
-            old = self._fetch_preference(conn, user_id, preference_type, preference_key)
+            old = self._fetch_preference(conn, user_id, preference_type, preference_key,
+                                         lock=True)
             if old is None:
                 return False
             conn.execute("DELETE FROM user_preferences WHERE id = ?", (old.id,))

@@ -48,8 +48,10 @@ def split_sql(text: str) -> list[str]:
     """Split a script into complete statements (comments and triggers aware)."""
     statements: list[str] = []
     buf: list[str] = []
-    for line in text.splitlines(keepends=True):
-        buf.append(line)
+    # Cut after every ';' (not every line): two statements may share a line, and
+    # complete_statement() keeps a ';' inside a string, comment or trigger body.
+    for piece in re.split(r"(?<=;)", text):
+        buf.append(piece)
         chunk = "".join(buf)
         if sqlite3.complete_statement(chunk):
             stmt = chunk.strip()

@@ -32,7 +32,10 @@ def _encode_cursor(start: datetime, sid: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+def _decode_cursor(cursor: object) -> tuple[datetime, str]:
+    if not isinstance(cursor, str):
+        raise ValidationError(f"cursor must be a string, not {type(cursor).__name__}",
+                              field="cursor")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         start, sid = orjson.loads(raw)
@@ -81,8 +84,10 @@ class SessionStore(StoreCore):
             cache[session_id] = user
         return user
 
-    def _fetch_session(self, conn: Connection, session_id: str) -> Session:
-        row = conn.execute(f"SELECT {SESSION_COLS} FROM sessions WHERE id = ?",
+    def _fetch_session(self, conn: Connection, session_id: str, *,
+                       lock: bool = False) -> Session:
+        lock_sql = self.row_lock if lock else ""
+        row = conn.execute(f"SELECT {SESSION_COLS} FROM sessions WHERE id = ?{lock_sql}",
                            (session_id,)).fetchone()
         if row is None:
             raise NotFoundError("session", session_id)
@@ -192,7 +197,7 @@ class SessionStore(StoreCore):
                   else self.json_param(context_snapshot, "context_snapshot"))
         now = self.now()
         with self.atomic() as conn:
-            old = self._fetch_session(conn, session_id)
+            old = self._fetch_session(conn, session_id, lock=True)
             if expected_version is not None and old.version != expected_version:
                 raise VersionConflictError("session", session_id, expected_version, old.version)
             sets = ["updated_at = ?", "version = version + 1"]
@@ -232,7 +237,7 @@ class SessionStore(StoreCore):
         """
         validate_id(session_id, "session_id")
         with self.atomic() as conn:
-            old = self._fetch_session(conn, session_id)
+            old = self._fetch_session(conn, session_id, lock=True)
             counts = {
                 table: conn.execute(f"SELECT COUNT(*) FROM {table} WHERE session_id = ?",
                                     (session_id,)).fetchone()[0]

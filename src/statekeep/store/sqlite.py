@@ -41,12 +41,12 @@ __all__ = ["SQLiteStore", "sqlite_path"]
 
 
 def sqlite_path(location: str) -> str:
-    """The file path of a ``sqlite:///path`` URL or a plain path."""
-    if location.startswith("sqlite:///"):
-        return location[len("sqlite:///"):] if location != "sqlite:///:memory:" else ":memory:"
-    if location.startswith("sqlite://"):
-        return location[len("sqlite://"):]
-    return location
+    """The file path of a plain path, ``~/path``, ``sqlite:///path`` or ``file://path``."""
+    for prefix in ("sqlite:///", "sqlite://", "file://"):
+        if location.startswith(prefix):
+            location = location[len(prefix):]  # sqlite:////abs is /abs, as elsewhere
+            break
+    return location if location == ":memory:" else str(Path(location).expanduser())
 
 
 class _Local(threading.local):

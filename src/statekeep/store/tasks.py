@@ -57,15 +57,17 @@ class TaskStore(SessionStore):
             updated_at=self.ts_out(row[15]),
         )
 
-    def _fetch_task(self, conn: Connection, task_id: str) -> Task:
-        row = conn.execute(f"SELECT {TASK_COLS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    def _fetch_task(self, conn: Connection, task_id: str, *, lock: bool = False) -> Task:
+        lock_sql = self.row_lock if lock else ""
+        row = conn.execute(f"SELECT {TASK_COLS} FROM tasks WHERE id = ?{lock_sql}",
+                           (task_id,)).fetchone()
         if row is None:
             raise NotFoundError("task", task_id)
         return self.task_row(row)
 
     def _check_parent(self, conn: Connection, session_id: str, parent_id: str,
                       child_id: str | None) -> None:
-        parent = self._fetch_task(conn, parent_id)
+        parent = self._fetch_task(conn, parent_id, lock=True)
         if parent.session_id != session_id:
             raise ValidationError(
                 f"parent task {parent_id!r} belongs to session {parent.session_id!r},"
@@ -178,13 +180,15 @@ class TaskStore(SessionStore):
                  if root_task_id is None or t.id == root_task_id]
         return [build(t) for t in roots]
 
-    def _subtree_rows(self, conn: Connection, task_id: str) -> list[Any]:
+    def _subtree_rows(self, conn: Connection, task_id: str, *,
+                      lock: bool = False) -> list[Any]:
         cols = ", ".join(f"t.{c.strip()}" for c in TASK_COLS.split(","))
         return conn.execute(
             f"WITH RECURSIVE sub(id, depth) AS (SELECT id, 0 FROM tasks WHERE id = ?"
             f" UNION ALL SELECT t.id, sub.depth + 1 FROM tasks t JOIN sub"
             f" ON t.parent_task_id = sub.id)"
-            f" SELECT {cols} FROM tasks t JOIN sub ON t.id = sub.id ORDER BY sub.depth, t.id",
+            f" SELECT {cols} FROM tasks t JOIN sub ON t.id = sub.id ORDER BY sub.depth, t.id"
+            f"{self.row_lock + ' OF t' if lock and self.row_lock else ''}",
             (task_id,),
         ).fetchall()
 
@@ -214,7 +218,7 @@ class TaskStore(SessionStore):
             validate_id(parent_task_id, "parent_task_id")
         now = self.now()
         with self.atomic() as conn:
-            old = self._fetch_task(conn, task_id)
+            old = self._fetch_task(conn, task_id, lock=True)
             if not isinstance(parent_task_id, Unset):
                 if parent_task_id is not None:
                     self._check_parent(conn, old.session_id, parent_task_id, task_id)
@@ -253,12 +257,12 @@ class TaskStore(SessionStore):
                    else self.json_param(error_details, "error_details"))
         now = self.now()
         with self.atomic() as conn:
-            old = self._fetch_task(conn, task_id)
+            old = self._fetch_task(conn, task_id, lock=True)
             check_task_transition(task_id, old.status, new_status)
             user = self.session_user(conn, old.session_id)
             new = self._apply_transition(conn, old, new_status, result_p, error_p, user, now)
             if new_status is TaskStatus.CANCELLED:
-                for row in self._subtree_rows(conn, task_id)[1:]:
+                for row in self._subtree_rows(conn, task_id, lock=True)[1:]:
                     sub = self.task_row(row)
                     if not sub.status.finished:
                         self._apply_transition(conn, sub, TaskStatus.CANCELLED, UNSET, UNSET,
@@ -318,7 +322,7 @@ class TaskStore(SessionStore):
         """Delete a task and its whole subtree; returns how many tasks went."""
         validate_id(task_id, "task_id")
         with self.atomic() as conn:
-            rows = self._subtree_rows(conn, task_id)
+            rows = self._subtree_rows(conn, task_id, lock=True)
             if not rows:
                 raise NotFoundError("task", task_id)
             tasks = [self.task_row(r) for r in rows]

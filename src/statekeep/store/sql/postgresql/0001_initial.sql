@@ -33,7 +33,7 @@ CREATE TABLE tasks (
     error_details JSONB,
     started_at TIMESTAMPTZ,
     completed_at TIMESTAMPTZ,
-    duration_ms INTEGER,
+    duration_ms BIGINT,
     retry_count INTEGER DEFAULT 0,
     created_at TIMESTAMPTZ DEFAULT CURRENT_TIMESTAMP,
     updated_at TIMESTAMPTZ DEFAULT CURRENT_TIMESTAMP
