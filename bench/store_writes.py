@@ -335,7 +335,7 @@ def single_write(bench: Bench, setup: Setup, stack: ExitStack, *, target: float)
     name = f"{setup.label} durable single write"
     if not bench.wants(name):
         return
-    n = bench.size(5_000, 1_000) if setup.label == "sqlite" else bench.size(1_500, 300)
+    n = bench.size(5_000, 1_000) if setup.label == "sqlite" else bench.size(1_500, 200)
     store = setup.ours(stack)
     raw, raw_audit = setup.raw(stack), setup.raw(stack)
     counters = {"ours": 0, "raw": 0, "raw+audit": 0}
@@ -408,7 +408,7 @@ def point_read(bench: Bench, setup: Setup, stack: ExitStack, *, target: float) -
     if not bench.wants(name):
         return
     items = 10_000
-    n = bench.size(20_000, 5_000) if setup.label == "sqlite" else bench.size(4_000, 1_000)
+    n = bench.size(20_000, 5_000) if setup.label == "sqlite" else bench.size(4_000, 500)
     rng = random.Random(20240601)
     keys = [f"k{rng.randrange(items)}" for _ in range(n)]
     store = setup.ours(stack, populate=items)

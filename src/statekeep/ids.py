@@ -36,7 +36,9 @@ MAX_NAME_LENGTH = 64
 
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}")
 _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,63}")
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# Every control character (C0, DEL, C1), tab and line breaks included: a key
+# is a one-line label, and a newline in one is a log-injection route.
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # Lone surrogates cannot be encoded as UTF-8: no database or wire format takes them.
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
@@ -101,7 +103,7 @@ def validate_key(value: object, field: str) -> str:
         )
     if _CONTROL_RE.search(value):
         raise InvalidIdError(
-            f"{field} contains a control character (NUL, escape, ...)", field=field
+            f"{field} contains a control character (NUL, newline, tab, escape, ...)", field=field
         )
     if _SURROGATE_RE.search(value):
         raise InvalidIdError(f"{field} contains a lone surrogate, which is not text",

@@ -224,6 +224,7 @@ def test_hostile_type_names_are_refused(world: World, position: str) -> None:
 # --- free-text keys ------------------------------------------------------------
 
 BAD_KEYS: list[Any] = ["", "a\x00b", "\x00", "\x1b[31mred", "a\rb", "\x7f", "\x08", "k" * 513,
+                       "tab\there", "line\nbreak", "a\u0085b", "\x80\x9f",
                        "\ud800", "a\udfffb", 3, b"key", ["k"]]
 
 KEY_POSITIONS: dict[str, tuple[Callable[[World, Any], Any], str, bool]] = {
@@ -258,8 +259,8 @@ HOSTILE_BUT_VALID_KEYS = [
     "x'; DROP TABLE sessions;--", "'; DELETE FROM context WHERE '1'='1", '"quoted"',
     "Robert'); DROP TABLE tasks;--", "../../etc/passwd", "..\\..\\windows\\system32",
     "%", "_", "%_%", "*", "?", "$1", ":name", "@var", "\\", "\\x00", "\\u0000", "ключ", "键",
-    "🔑", "\u202eevil", "zero\u200bwidth", "e\u0301", "\u00e9", "tab\there", "line\nbreak",
-    "k" * 512, " leading", "trailing ", "NULL", "null", "None", "{}", "[]", "a" + "\u0085" + "b",
+    "🔑", "\u202eevil", "zero\u200bwidth", "e\u0301", "\u00e9",
+    "k" * 512, " leading", "trailing ", "NULL", "null", "None", "{}", "[]",
 ]
 
 
@@ -378,6 +379,8 @@ NOT_JSON: list[Any] = [
     "\ud800", {"k": "a\udfffb"}, {"\ud800": 1},
 ]
 
+WITH_NUL: list[Any] = ["a\x00b", {"k\x00": 1}, {"a": ["\x00"]}, [[{"b": "x\x00"}]]]
+
 # name -> (call with the bad value, expected field or None when not named)
 JSON_POSITIONS: dict[str, tuple[Callable[[World, Any], Any], str | None]] = {
     "create_session.metadata": (
@@ -415,9 +418,12 @@ JSON_POSITIONS: dict[str, tuple[Callable[[World, Any], Any], str | None]] = {
 @pytest.mark.parametrize("position", sorted(JSON_POSITIONS))
 def test_non_json_values_are_refused(world: World, position: str) -> None:
     call, field = JSON_POSITIONS[position]
-    for value in NOT_JSON:
+    # NUL cannot be stored on every backend (PostgreSQL's jsonb refuses it), so no
+    # backend stores it; a decision's context is only hashed, never stored.
+    stored = position != "record_decision.context"
+    for value in NOT_JSON + (WITH_NUL if stored else []):
         assert_rejected(world, lambda v=value: call(world, v), NotJSONError, field,
-                        f"{position}={type(value).__name__}")
+                        f"{position}={value!r:.60}")
 
 
 @pytest.fixture
@@ -605,11 +611,10 @@ _SAFE_ID = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._
 
 
 def _key_ok(k: str) -> bool:
-    """The documented key rule: 1-512 characters, no control characters but tab and
-    newline, no lone surrogates (they cannot be encoded)."""
+    """The documented key rule: 1-512 characters, no control characters (C0, DEL,
+    C1), no lone surrogates (they cannot be encoded)."""
     return 0 < len(k) <= 512 and not any(
-        (ord(c) < 32 and c not in "\t\n") or c == "\x7f" or 0xD800 <= ord(c) <= 0xDFFF
-        for c in k)
+        ord(c) < 32 or 0x7F <= ord(c) <= 0x9F or 0xD800 <= ord(c) <= 0xDFFF for c in k)
 
 
 @settings(HYPOTHESIS, max_examples=300)
@@ -651,14 +656,17 @@ def test_property_keys_round_trip_or_are_refused(world: World, key: str) -> None
     assert got.id == item.id
 
 
+# Any JSON text but NUL, which the store refuses on every backend (tested above).
+json_text = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"),
+                    max_size=20)
 json_leaves = st.one_of(
     st.none(), st.booleans(), st.integers(min_value=-(2**63), max_value=2**64 - 1),
-    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20),
+    st.floats(allow_nan=False, allow_infinity=False), json_text,
 )
 json_values = st.recursive(
     json_leaves,
     lambda inner: st.one_of(st.lists(inner, max_size=5),
-                            st.dictionaries(st.text(max_size=10), inner, max_size=5)),
+                            st.dictionaries(json_text, inner, max_size=5)),
     max_leaves=25,
 )
 

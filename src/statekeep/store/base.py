@@ -209,6 +209,21 @@ class StoreCore(ABC):
         finally:
             self._release(conn)
 
+    def query_one(self, sql: str, params: Sequence[Any]) -> Any:
+        """One row (or None) for a point read: :meth:`reading` without a generator,
+        because point reads are the hottest path of the store."""
+        conn = self._tx.conn
+        if conn is not None:
+            return conn.execute(sql, params).fetchone()
+        self._check_open()
+        conn = self._acquire()
+        try:
+            return conn.execute(sql, params).fetchone()
+        except Exception as exc:
+            raise self._map(exc) from exc
+        finally:
+            self._release(conn)
+
     def after_commit(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` once the current outermost transaction has committed.
 

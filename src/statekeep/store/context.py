@@ -56,15 +56,19 @@ def _check_score(score: object) -> float:
     return float(score)
 
 
-def _item_json(item: ContextItem, data: bytes) -> bytes:
-    """The audit form of an item, embedding its already-encoded value as is."""
+def _item_json(item: ContextItem, data: bytes, now_iso: str | None = None) -> bytes:
+    """The audit form of an item (``to_dict``'s shape), embedding its already-encoded
+    value as is. ``now_iso`` is the batch's shared instant, formatted once."""
+    def iso(value: datetime) -> str:
+        return now_iso if now_iso is not None and value is item.updated_at else \
+            value.isoformat()
     return codec.dumps_trusted({
         "id": item.id, "session_id": item.session_id, "context_type": item.context_type,
         "context_key": item.context_key, "context_value": orjson.Fragment(data),
         "relevance_score": item.relevance_score, "access_count": item.access_count,
-        "last_accessed": item.last_accessed.isoformat(),
+        "last_accessed": iso(item.last_accessed),
         "expires_at": None if item.expires_at is None else item.expires_at.isoformat(),
-        "created_at": item.created_at.isoformat(), "updated_at": item.updated_at.isoformat(),
+        "created_at": iso(item.created_at), "updated_at": iso(item.updated_at),
     })
 
 
@@ -260,6 +264,7 @@ class ContextStore(TaskStore):
             return 0
         now = self.now()
         ts_now = self.ts(now)
+        now_iso = now.isoformat()
         with self.atomic() as conn:
             user = self.session_user(conn, session_id)
             # Insert every item whose key is free (ON CONFLICT skips the rest),
@@ -272,10 +277,13 @@ class ContextStore(TaskStore):
                  None if exp is None else self.ts(exp), ts_now, ts_now)
                 for (ctype, key), (data, score, exp) in prepared.items()
             ]
-            conn.executemany(
+            cur = conn.executemany(
                 f"INSERT INTO context ({CONTEXT_COLS}) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)"
                 " ON CONFLICT (session_id, context_type, context_key) DO NOTHING", inserts)
-            stored = self._stored_ids(conn, session_id, list(prepared))
+            # Both drivers count only the rows actually inserted: when all went
+            # in, every proposed id is the stored one and nothing needs reading.
+            stored = (proposed if cur.rowcount == len(inserts)
+                      else self._stored_ids(conn, session_id, list(prepared)))
             updates: list[tuple[Any, ...]] = []
             audits: list[tuple[Any, ...]] = []
             for ckey, (data, score, exp) in prepared.items():
@@ -299,7 +307,8 @@ class ContextStore(TaskStore):
                                        old.created_at, now)
                     old_json = self.json_in(codec.dumps_trusted(old.to_dict()))
                 audits.append(("update" if old else "create", "context", item.id, old_json,
-                               self.json_in(_item_json(item, data)), None, user, session_id,
+                               self.json_in(_item_json(item, data, now_iso)), None, user,
+                               session_id,
                                ts_now))
             if updates:
                 conn.executemany(
@@ -312,16 +321,20 @@ class ContextStore(TaskStore):
                     keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """The ids now stored at ``keys`` (locked on backends that lock rows)."""
         found: dict[tuple[str, str], str] = {}
+        lock = f"{self.row_lock} OF c" if self.row_lock else ""
         for start in range(0, len(keys), _LOOKUP_CHUNK):
             chunk = keys[start:start + _LOOKUP_CHUNK]
             marks = ", ".join(["(?, ?)"] * len(chunk))
-            params: list[Any] = [session_id]
+            params: list[Any] = []
             for ctype, key in chunk:
                 params += [ctype, key]
+            params.append(session_id)
+            # A join from the key list probes the unique index once per key;
+            # a row-value IN would walk the whole session for every chunk.
             rows = conn.execute(
-                "SELECT id, context_type, context_key FROM context WHERE session_id = ?"
-                f" AND (context_type, context_key) IN (VALUES {marks}){self.row_lock}",
-                params).fetchall()
+                f"SELECT c.id, c.context_type, c.context_key FROM (VALUES {marks}) AS v"
+                " JOIN context c ON c.session_id = ? AND c.context_type = v.column1"
+                f" AND c.context_key = v.column2{lock}", params).fetchall()
             for row in rows:
                 found[(row[1], row[2])] = row[0]
         return found
@@ -332,16 +345,20 @@ class ContextStore(TaskStore):
         validate_id(session_id, "session_id")
         validate_name(context_type, "context_type")
         validate_key(context_key, "context_key")
-        now = self.now()
-        with self.reading() as conn:
-            row = conn.execute(
-                f"SELECT {CONTEXT_COLS} FROM context WHERE session_id = ? AND context_type = ?"
-                " AND context_key = ? AND (expires_at IS NULL OR expires_at > ?)",
-                (session_id, context_type, context_key, self.ts(now))).fetchone()
+        row = self.query_one(
+            f"SELECT {CONTEXT_COLS} FROM context"
+            " WHERE session_id = ? AND context_type = ? AND context_key = ?",
+            (session_id, context_type, context_key))
         if row is None:
             return None
-        self.access_log.record(row[0], now)
-        return self.context_row(row)
+        item = self.context_row(row)
+        now = self.now()
+        # Expiry is checked here rather than in SQL: most items never expire,
+        # and this spares formatting "now" for every read.
+        if item.expires_at is not None and item.expires_at <= now:
+            return None
+        self.access_log.record(item.id, now)
+        return item
 
     def list_context(
         self,
