@@ -7,6 +7,7 @@ give each writer its own connection on both backends.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -56,7 +57,7 @@ def test_exactly_one_final_transition_wins(store: Store) -> None:
 
 
 def test_concurrent_upserts_of_one_new_preference_count_every_observation(store: Store) -> None:
-    results, errors = race(lambda i: store.set_preference("alice", "style", "quotes", i))
+    _, errors = race(lambda i: store.set_preference("alice", "style", "quotes", i))
     assert errors == []
     pref = store.get_preference("alice", "style", "quotes")
     assert pref is not None and pref.observation_count == WRITERS
@@ -64,7 +65,7 @@ def test_concurrent_upserts_of_one_new_preference_count_every_observation(store:
     assert [e.event_type for e in events].count("create") == 1
     assert len(events) == WRITERS
     # Every update's old value is the previous write's new value: no lost update.
-    for before, after in zip(events, events[1:], strict=False):
+    for before, after in itertools.pairwise(events):
         assert after.old_value == before.new_value
 
 
@@ -79,7 +80,7 @@ def test_concurrent_context_writers_of_one_key_never_collide(store: Store) -> No
             ContextInput("note", f"own-{i}", i),
         ])
 
-    results, errors = race(write)
+    _, errors = race(write)
     assert errors == []
     keys = [i.context_key for i in store.list_context(session.id, order="key")]
     assert keys == sorted(["shared", *(f"own-{i}" for i in range(0, WRITERS, 2))])
@@ -87,7 +88,7 @@ def test_concurrent_context_writers_of_one_key_never_collide(store: Store) -> No
               if e.new_value["context_key"] == "shared"]
     assert [e.event_type for e in shared].count("create") == 1
     assert len(shared) == WRITERS
-    for before, after in zip(shared, shared[1:], strict=False):
+    for before, after in itertools.pairwise(shared):
         assert after.old_value["context_value"] == before.new_value["context_value"]
     final = store.get_context(session.id, "note", "shared")
     assert final is not None and final.context_value == shared[-1].new_value["context_value"]
