@@ -139,6 +139,10 @@ class StoreCore(ABC):
     def close(self) -> None:
         """Flush pending bookkeeping and release every connection."""
 
+    @abstractmethod
+    def _close_connections(self) -> None:
+        """Release every connection this process opened (called once, by close)."""
+
     # -- transactions -------------------------------------------------------
 
     @contextmanager

@@ -292,16 +292,9 @@ class PostgresStore(Store):
             self._release(conn)
         return problems
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self.access_log.stop()
-        try:
-            self.access_log.flush()
-        finally:
-            self._closed = True
-            if self._pid == os.getpid():  # an inherited pool's sockets are the parent's
-                self._pool.close()
+    def _close_connections(self) -> None:
+        if self._pid == os.getpid():  # an inherited pool's sockets are the parent's
+            self._pool.close()
 
 
 _FOREIGN_KEYS = """

@@ -27,6 +27,17 @@ class Store(AuditStore):
         super().__init__(config, clock=clock)
         self.access_log = AccessLog(self, config.access_flush_interval)
 
+    def close(self) -> None:
+        """Flush the batched access counts, then release every connection."""
+        if self._closed:
+            return
+        self.access_log.stop()
+        try:
+            self.access_log.flush()
+        finally:
+            self._closed = True
+            self._close_connections()
+
     def __enter__(self) -> Store:
         return self
 

@@ -188,21 +188,14 @@ class SQLiteStore(Store):
             dest.close()
         return str(target)
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self.access_log.stop()
-        try:
-            self.access_log.flush()
-        finally:
-            self._closed = True
-            with self._all_lock:
-                conns, self._all = self._all, []
-            pid = os.getpid()
-            for conn, owner in conns:
-                # A connection inherited across fork belongs to the parent:
-                # closing it here would drop the parent's POSIX file locks.
-                if owner == pid:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.close()
-            self._local = _Local()
+    def _close_connections(self) -> None:
+        with self._all_lock:
+            conns, self._all = self._all, []
+        pid = os.getpid()
+        for conn, owner in conns:
+            # A connection inherited across fork belongs to the parent:
+            # closing it here would drop the parent's POSIX file locks.
+            if owner == pid:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+        self._local = _Local()
