@@ -23,7 +23,7 @@ import pytest
 from typer.main import get_command
 from typer.testing import CliRunner, Result
 
-from statekeep import StateConfig, StateSystem, __version__
+from statekeep import MigrationRegistry, StateConfig, StateSystem, __version__
 from statekeep.cli import app
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
@@ -92,6 +92,10 @@ def seeded(tmp_path: Path) -> Iterator[Seeded]:
     yield Seeded(db, s.id, other.id, root.id, child.id, grandchild.id, failed.id)
 
 
+ALL_MIGRATIONS = [f"{m.version:04d}_{m.name}" for m in MigrationRegistry("sqlite").all()]
+LATEST = MigrationRegistry("sqlite").latest
+
+
 def one_error_line(stderr: str) -> str:
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, stderr
@@ -107,7 +111,8 @@ def test_init_then_set_and_get_in_separate_processes(tmp_path: Path) -> None:
     db = str(tmp_path / "nested" / "agent.db")
     init = run("init", "--db", db)
     assert init.returncode == 0, init.stderr
-    assert db in init.stdout and "schema version 1" in init.stdout
+    latest = MigrationRegistry("sqlite").latest
+    assert db in init.stdout and f"schema version {latest}" in init.stdout
     with StateSystem(StateConfig(db=db)) as sk:
         session = sk.create_session("alice").id
 
@@ -186,7 +191,7 @@ def test_migrate_dry_run_changes_nothing(tmp_path: Path) -> None:
     done = run("migrate", "--dry-run", "--db", str(empty), "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert result["dry_run"] is True and result["completed_migrations"] == ["0001_initial"]
+    assert result["dry_run"] is True and result["completed_migrations"] == ALL_MIGRATIONS
     with sqlite3.connect(empty) as conn:
         assert conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
     conn.close()
@@ -200,7 +205,8 @@ def test_migrate_then_status_in_a_pipe(tmp_path: Path) -> None:
 
     done = run("migrate", "--db", str(db))
     assert done.returncode == 0, done.stderr
-    assert "schema now at version 1" in done.stdout
+    latest = MigrationRegistry("sqlite").latest
+    assert f"schema now at version {latest}" in done.stdout
     # Not a terminal: no colour, no progress bar, no carriage-return redraws.
     assert "\x1b" not in done.stdout + done.stderr
     assert "━" not in done.stdout and "\r" not in done.stdout
@@ -208,7 +214,7 @@ def test_migrate_then_status_in_a_pipe(tmp_path: Path) -> None:
     status = run("migrate", "status", "--db", str(db))
     assert status.returncode == 0, status.stderr
     assert "initial" in status.stdout and "ok" in status.stdout
-    assert "schema version 1 of 1" in status.stdout
+    assert f"schema version {latest} of {latest}" in status.stdout
     rows = json.loads(run("migrate", "status", "--db", str(db), "--json").stdout)["migrations"]
     assert rows[0]["version"] == 1 and rows[0]["checksum_ok"] is True
     assert rows[0]["applied_at"]
@@ -425,7 +431,7 @@ def test_migrate_is_a_no_op_when_current(seeded: Seeded) -> None:
 def test_migrate_status_db_given_to_the_group(seeded: Seeded) -> None:
     done = cli("migrate", "--db", seeded.db, "status", "--json")
     assert done.exit_code == 0, done.stderr
-    assert json.loads(done.stdout)["current_version"] == 1
+    assert json.loads(done.stdout)["current_version"] == LATEST
 
 
 def test_migrate_status_of_a_missing_file_creates_nothing(tmp_path: Path) -> None:
@@ -450,7 +456,7 @@ def test_migrate_progress_bar_only_on_a_terminal(tmp_path: Path) -> None:
 def test_init_is_idempotent(tmp_path: Path) -> None:
     db = str(tmp_path / "a" / "b" / "store.db")
     first = json.loads(cli("init", "--db", db, "--json").stdout)
-    assert first["applied"] == ["0001_initial"] and first["schema_version"] == 1
+    assert first["applied"] == ALL_MIGRATIONS and first["schema_version"] == LATEST
     again = cli("init", "--db", db)
     assert again.exit_code == 0 and "already up to date" in again.stdout
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from statekeep.config import StateConfig
+from statekeep.ids import new_id
 from statekeep.store.audit import AuditStore
 from statekeep.store.base import utcnow
 from statekeep.store.context import AccessLog
@@ -26,6 +27,24 @@ class Store(AuditStore):
     def __init__(self, config: StateConfig, *, clock: Callable[[], datetime] = utcnow) -> None:
         super().__init__(config, clock=clock)
         self.access_log = AccessLog(self, config.access_flush_interval)
+
+    @property
+    def store_id(self) -> str:
+        """This database's own id, created on first use and kept in ``statekeep_meta``.
+
+        Caches and channels are named after it, not after the path or URL, so
+        every process that opens the database (by any path) agrees on the name,
+        and two databases never do.
+        """
+        cached: str | None = self.__dict__.get("_store_id")
+        if cached is None:
+            with self.atomic() as conn:
+                conn.execute("INSERT INTO statekeep_meta (key, value) VALUES ('store_id', ?)"
+                             " ON CONFLICT (key) DO NOTHING", (new_id("store"),))
+                row = conn.execute(
+                    "SELECT value FROM statekeep_meta WHERE key = 'store_id'").fetchone()
+            cached = self.__dict__["_store_id"] = str(row[0])
+        return cached
 
     def close(self) -> None:
         """Flush the batched access counts, then release every connection."""
