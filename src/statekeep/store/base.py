@@ -21,15 +21,26 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from statekeep import codec
 from statekeep.config import StateConfig
 from statekeep.errors import StatekeepError, StoreError, ValidationError
 
-__all__ = ["AUDIT_INSERT", "UNSET", "Connection", "Cursor", "StoreCore", "Unset", "utcnow"]
+__all__ = [
+    "AUDIT_INSERT",
+    "UNSET",
+    "Change",
+    "ChangeListener",
+    "Connection",
+    "Cursor",
+    "StoreCore",
+    "Unset",
+    "utcnow",
+]
 
 #: The one INSERT every audit row goes through (single and batched writes).
 AUDIT_INSERT = (
@@ -73,6 +84,23 @@ class Connection(Protocol):
     def executemany(self, sql: str, seq: Any, /) -> Any: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What a committed transaction changed: one entity kind, some ids, one session.
+
+    Listeners (caches, the cross-process invalidation bus) receive these only
+    after the commit returned, so they never act on a write that rolled back.
+    """
+
+    event: str
+    entity_type: str
+    entity_ids: tuple[str, ...]
+    session_id: str | None
+
+
+ChangeListener = Callable[[Change], None]
+
+
 class _TxState(threading.local):
     conn: Connection | None = None
     depth: int = 0
@@ -90,12 +118,15 @@ class StoreCore(ABC):
     #: SQLite has one writer at a time and needs nothing; PostgreSQL's READ
     #: COMMITTED would let two writers read one row and both act on it.
     row_lock: str = ""
+    #: The driver's exception types: only these are translated to StatekeepError.
+    driver_errors: tuple[type[Exception], ...] = ()
 
     def __init__(self, config: StateConfig, *, clock: Callable[[], datetime] = utcnow) -> None:
         self.config = config
         self.clock = clock
         self._tx = _TxState()
         self._closed = False
+        self._listeners: list[ChangeListener] = []
 
     # -- what a backend supplies ------------------------------------------
 
@@ -172,7 +203,7 @@ class StoreCore(ABC):
             self._begin(conn)
         except Exception as exc:
             self._release(conn)
-            raise self._map(exc) from exc
+            self._reraise(exc)
         st.conn, st.depth, st.hooks = conn, 1, []
         try:
             yield conn
@@ -184,7 +215,7 @@ class StoreCore(ABC):
             except Exception:  # the transaction may already be gone
                 log.debug("rollback after failure also failed", exc_info=True)
             if isinstance(exc, Exception):
-                raise self._map(exc) from exc
+                self._reraise(exc)
             raise
         else:
             hooks = st.hooks
@@ -209,7 +240,7 @@ class StoreCore(ABC):
         try:
             yield conn
         except Exception as exc:
-            raise self._map(exc) from exc
+            self._reraise(exc)
         finally:
             self._release(conn)
 
@@ -224,7 +255,7 @@ class StoreCore(ABC):
         try:
             return conn.execute(sql, params).fetchone()
         except Exception as exc:
-            raise self._map(exc) from exc
+            self._reraise(exc)
         finally:
             self._release(conn)
 
@@ -238,10 +269,29 @@ class StoreCore(ABC):
         else:
             self._tx.hooks.append(hook)
 
-    def _map(self, exc: Exception) -> StatekeepError:
-        if isinstance(exc, StatekeepError):
-            return exc
-        return self._translate(exc)
+    def add_change_listener(self, listener: ChangeListener) -> None:
+        """Call ``listener`` with every :class:`Change` once its transaction committed."""
+        self._listeners.append(listener)
+
+    def changed(self, event: str, entity_type: str, entity_ids: Sequence[str],
+                session_id: str | None) -> None:
+        """Announce a change made in the current transaction (delivered after commit)."""
+        if not self._listeners:
+            return
+        change = Change(event, entity_type, tuple(entity_ids), session_id)
+
+        def deliver() -> None:
+            for listener in self._listeners:
+                listener(change)
+
+        self.after_commit(deliver)
+
+    def _reraise(self, exc: Exception) -> NoReturn:
+        """Translate a driver error at this one boundary; let anything else
+        (statekeep's own errors, the caller's exceptions) through unchanged."""
+        if isinstance(exc, self.driver_errors):
+            raise self._translate(exc) from exc
+        raise exc
 
     def _check_open(self) -> None:
         if self._closed:
@@ -300,6 +350,7 @@ class StoreCore(ABC):
         values (or their JSON bytes, already encoded), so they skip the strict
         checks of :func:`codec.dumps`.
         """
+        self.changed(event_type, entity_type, (entity_id,), session_id)
         conn.execute(AUDIT_INSERT, (
             event_type,
             entity_type,

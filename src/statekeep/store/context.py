@@ -323,6 +323,7 @@ class ContextStore(TaskStore):
                     "UPDATE context SET context_value = ?, relevance_score = ?,"
                     " expires_at = ?, updated_at = ? WHERE id = ?", updates)
             conn.executemany(AUDIT_INSERT, audits)
+            self.changed("upsert", "context", [a[2] for a in audits], session_id)
         return len(prepared)
 
     def _stored_ids(self, conn: Connection, session_id: str,

@@ -138,6 +138,7 @@ class PostgresStore(Store):
 
     dialect = "postgresql"
     row_lock = " FOR NO KEY UPDATE"
+    driver_errors = (psycopg.Error, PoolTimeout)
 
     def __init__(self, config: StateConfig, *, clock: Any = utcnow) -> None:
         super().__init__(config, clock=clock)

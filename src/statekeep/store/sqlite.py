@@ -58,6 +58,7 @@ class SQLiteStore(Store):
     """Store on one SQLite database file."""
 
     dialect = "sqlite"
+    driver_errors = (sqlite3.Error,)
 
     def __init__(self, config: StateConfig, *, clock: Any = utcnow) -> None:
         super().__init__(config, clock=clock)
