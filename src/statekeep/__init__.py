@@ -16,6 +16,9 @@ The async API of the design is :class:`StateManagementSystem`.
 
 from statekeep.config import StateConfig
 from statekeep.errors import (
+    ArchiveCorruptError,
+    ArchiveError,
+    ArchiveMissingError,
     ConfigError,
     ConflictError,
     DuplicateError,
@@ -55,6 +58,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "UNSET",
+    "ArchiveCorruptError",
+    "ArchiveError",
+    "ArchiveMissingError",
     "AuditEvent",
     "ConfigError",
     "ConflictError",

@@ -131,8 +131,22 @@ LZ4: Final = 1
 ZSTD: Final = 2
 _NAMES: Final = {RAW: "raw", LZ4: "lz4", ZSTD: "zstd"}
 
+# Thresholds measured on realistic agent state (JSON of messages + file maps,
+# 2-core machine; "tiers: compression thresholds" in bench/tiers.py re-measures):
+#   size    lz4 ratio / compress / decompress    zstd-3 ratio / compress / decompress
+#   251 B   0.93 / 0.9 us / 0.7 us               1.21 / 4.7 us / 2.2 us
+#   513 B   1.25 / 1.3 us / 0.7 us               1.68 / 5.7 us / 2.2 us
+#   2.3 KB  2.05 / 3.1 us / 1.5 us               3.10 / 12 us / 4.7 us
+#   11 KB   2.41 / 14 us / 8 us                  4.35 / 47 us / 13 us
+#   45 KB   2.55 / 50 us / 24 us                 4.87 / 142 us / 40 us
+#   675 KB  2.74 / 876 us / 359 us               5.33 / 1.9 ms / 0.5 ms
+# lz4's frame makes values under ~300 B bigger, and at 512 B it saves ~100 B for
+# ~1 us. zstd is always 3-4x slower to compress and ~2x to decompress, for
+# 1.4-1.9x the ratio: under 16 KiB its extra 5-35 us is a large share of a
+# durable write and a warm read; above, the bytes themselves (disk, Redis memory,
+# the wire) cost more than the CPU, so the ratio wins.
 #: Below this many bytes compression costs more than it saves.
-TINY_BYTES: Final = 256
+TINY_BYTES: Final = 512
 #: Up to this many bytes lz4 wins on speed; above it zstd wins on size.
 SMALL_BYTES: Final = 16 * 1024
 

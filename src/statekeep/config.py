@@ -74,6 +74,16 @@ class StateConfig:
     cold_retention_days: float = 90.0
     archive_retention_days: float = 365.0
     archive_dir: str | None = None
+    #: Memory values whose JSON is at least this long are stored once per
+    #: content (content_blobs) instead of inline; below it a blob row costs
+    #: more than the duplicate it saves.
+    dedup_min_bytes: int = 16 * 1024
+    #: Process RSS above which HierarchicalMemory moves entries down a tier
+    #: (0 turns the RSS check off; the tiers' own byte budgets still apply).
+    memory_rss_limit_bytes: int = 1024 * MB
+    #: Short-term hits within the short-term TTL before a value is promoted
+    #: to working memory.
+    promote_after_hits: int = 2
 
     def __post_init__(self) -> None:
         # Checked here, not only in load(): StateConfig(...) and replace() are

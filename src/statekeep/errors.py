@@ -29,6 +29,9 @@ the caller is often an agent that must decide what to do from the text alone.
 from __future__ import annotations
 
 __all__ = [
+    "ArchiveCorruptError",
+    "ArchiveError",
+    "ArchiveMissingError",
     "ConfigError",
     "ConflictError",
     "DuplicateError",
@@ -130,3 +133,19 @@ class StoreUnavailableError(StoreError):
 
 class MigrationError(StatekeepError):
     """A migration failed; the database was left as it was before."""
+
+
+class ArchiveError(StatekeepError):
+    """An archived session cannot be read back; the store was left unchanged."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class ArchiveCorruptError(ArchiveError):
+    """An archive file's header, compression or checksum is wrong (it names the file)."""
+
+
+class ArchiveMissingError(ArchiveError):
+    """The archive index names a file that is not there."""

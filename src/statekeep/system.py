@@ -13,16 +13,29 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from collections.abc import Callable, Coroutine
 from datetime import datetime
+from enum import Enum
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
+from statekeep import codec
 from statekeep.config import StateConfig
+from statekeep.memory.hot import HotTier
+from statekeep.models import ContextItem, Session, Task
 from statekeep.store import Store, open_store
-from statekeep.store.base import utcnow
+from statekeep.store.base import Change, utcnow
 from statekeep.store.migrations import StateMigrationSystem
 
 __all__ = ["StateManagementSystem", "StateSystem"]
+
+class Miss(Enum):
+    """The hot tier has no answer (distinct from a cached 'absent')."""
+
+    MISS = 0
+
+
+MISS = Miss.MISS
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -54,6 +67,108 @@ class StateSystem:
         #: The seed's name for the durable tier.
         self.persistent_store = self.store
         self.migrations = StateMigrationSystem(self.store)
+        #: The in-process hot tier in front of point reads (None when sized 0).
+        self.hot: HotTier | None = None
+        # Bumped by every invalidation; a cache fill that read the store before
+        # an invalidation it did not see is dropped (see _fill).
+        self._generation = 0
+        self._fill_lock = threading.Lock()
+        if config.hot_cache_bytes > 0:
+            self.hot = HotTier(config.hot_cache_bytes, config.hot_ttl_seconds)
+            self.store.add_change_listener(self.invalidate)
+
+    # -- the hot tier: read-through, invalidated after commit -----------------
+
+    def invalidate(self, change: Change) -> None:
+        """Drop the hot entries a committed change made stale (also called for
+        other processes' changes by the invalidation bus)."""
+        hot = self.hot
+        if hot is None:
+            return
+        with self._fill_lock:
+            self._generation += 1
+            if change.entity_type == "session":
+                for sid in change.entity_ids:
+                    hot.discard(("session", sid))
+                if change.event == "delete":  # its tasks and context went with it
+                    gone = set(change.entity_ids)
+                    hot.discard_where(lambda _k, v: getattr(v, "session_id", None) in gone)
+            elif change.entity_type == "task":
+                for tid in change.entity_ids:
+                    hot.discard(("task", tid))
+            elif change.entity_type == "context":
+                for ctype, key in change.keys:
+                    hot.discard(("ctx", change.session_id, ctype, key))
+
+    def _cached(self, key: tuple[str, ...]) -> Any:
+        hot = self.hot
+        if hot is None:
+            return None
+        try:
+            return hot.get(key)
+        except TypeError:  # an unhashable argument: the store will reject it properly
+            return None
+
+    def _fill(self, key: tuple[str, ...], value: Session | Task | ContextItem,
+              generation: int) -> None:
+        hot = self.hot
+        if hot is None:
+            return
+        size = len(codec.dumps_trusted(value.to_dict()))
+        with self._fill_lock:
+            if generation == self._generation:
+                hot.put(key, value, size)
+
+    def get_session(self, session_id: str) -> Session:
+        """The session, from the hot tier when it is there."""
+        key = ("session", session_id)
+        cached: Session | None = self._cached(key)
+        if cached is not None:
+            return cached
+        generation = self._generation
+        session = self.store.get_session(session_id)
+        self._fill(key, session, generation)
+        return session
+
+    def get_task(self, task_id: str) -> Task:
+        """The task, from the hot tier when it is there."""
+        key = ("task", task_id)
+        cached: Task | None = self._cached(key)
+        if cached is not None:
+            return cached
+        generation = self._generation
+        task = self.store.get_task(task_id)
+        self._fill(key, task, generation)
+        return task
+
+    def get_context(self, session_id: str, context_type: str,
+                    context_key: str) -> ContextItem | None:
+        """The live item at (session, type, key), from the hot tier when it is there.
+
+        A hit costs no lock on the store, no I/O and no thread hop; it still
+        honours expiry and counts the access.
+        """
+        hit = self.peek_context(session_id, context_type, context_key)
+        if hit is not MISS:
+            return hit
+        generation = self._generation
+        item = self.store.get_context(session_id, context_type, context_key)
+        if item is not None:
+            self._fill(("ctx", session_id, context_type, context_key), item, generation)
+        return item
+
+    def peek_context(self, session_id: str, context_type: str,
+                     context_key: str) -> ContextItem | Miss | None:
+        """The hot tier's answer for an item, or MISS: never touches the store,
+        so the async façade can call it on the event loop."""
+        cached: ContextItem | None = self._cached(("ctx", session_id, context_type, context_key))
+        if cached is None:
+            return MISS
+        now = self.store.now()
+        if cached.expires_at is not None and cached.expires_at <= now:
+            return None
+        self.store.access_log.record(cached.id, now)
+        return cached
 
     def close(self) -> None:
         """Flush pending bookkeeping and release the store."""
@@ -67,13 +182,11 @@ class StateSystem:
 
     # sessions
     create_session = _forward(Store.create_session)
-    get_session = _forward(Store.get_session)
     list_sessions = _forward(Store.list_sessions)
     update_session = _forward(Store.update_session)
     delete_session = _forward(Store.delete_session)
     # tasks
     create_task = _forward(Store.create_task)
-    get_task = _forward(Store.get_task)
     list_tasks = _forward(Store.list_tasks)
     task_tree = _forward(Store.task_tree)
     update_task = _forward(Store.update_task)
@@ -87,7 +200,6 @@ class StateSystem:
     # context
     set_context = _forward(Store.set_context)
     set_context_many = _forward(Store.set_context_many)
-    get_context = _forward(Store.get_context)
     get_context_by_id = _forward(Store.get_context_by_id)
     list_context = _forward(Store.list_context)
     delete_context = _forward(Store.delete_context)
@@ -181,7 +293,17 @@ class StateManagementSystem:
     delete_task = _offload(StateSystem.delete_task)
     set_context = _offload(StateSystem.set_context)
     set_context_many = _offload(StateSystem.set_context_many)
-    get_context = _offload(StateSystem.get_context)
+
+    async def get_context(self, session_id: str, context_type: str,
+                          context_key: str) -> ContextItem | None:
+        """The live item at (session, type, key); a hot-tier hit is answered on the
+        event loop, without a thread hop."""
+        sync = self.sync
+        hit = sync.peek_context(session_id, context_type, context_key)
+        if hit is not MISS:
+            return hit
+        return await asyncio.to_thread(sync.get_context, session_id, context_type, context_key)
+
     get_context_by_id = _offload(StateSystem.get_context_by_id)
     list_context = _offload(StateSystem.list_context)
     delete_context = _offload(StateSystem.delete_context)

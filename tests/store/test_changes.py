@@ -14,7 +14,7 @@ def test_listeners_hear_committed_changes_only(store: Store) -> None:
     store.add_change_listener(heard.append)
 
     item = store.set_context(session.id, "note", "plan", [1])
-    assert heard == [Change("create", "context", (item.id,), session.id)]
+    assert heard == [Change("create", "context", (item.id,), session.id, (("note", "plan"),))]
 
     heard.clear()
     with pytest.raises(RuntimeError), store.atomic():
@@ -28,6 +28,8 @@ def test_listeners_hear_committed_changes_only(store: Store) -> None:
     assert len(heard) == 1 and heard[0].entity_type == "context"
     assert heard[0].session_id == session.id and item.id in heard[0].entity_ids
     assert len(heard[0].entity_ids) == 2
+    assert heard[0].keys == (("note", "plan"), ("note", "new"))
+    assert heard[0].entity_ids[0] == item.id  # ids and keys pair up in order
 
     heard.clear()
     task = store.create_task(session.id, "build")

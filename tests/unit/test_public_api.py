@@ -12,6 +12,9 @@ import statekeep
 from statekeep import errors
 
 EXPECTED = sorted([
+    "ArchiveCorruptError",
+    "ArchiveError",
+    "ArchiveMissingError",
     "AuditEvent",
     "ConfigError",
     "ConflictError",

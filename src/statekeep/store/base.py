@@ -96,6 +96,9 @@ class Change:
     entity_type: str
     entity_ids: tuple[str, ...]
     session_id: str | None
+    #: For context items: the (context_type, context_key) of each id, which is
+    #: how caches key them.
+    keys: tuple[tuple[str, str], ...] = ()
 
 
 ChangeListener = Callable[[Change], None]
@@ -274,11 +277,11 @@ class StoreCore(ABC):
         self._listeners.append(listener)
 
     def changed(self, event: str, entity_type: str, entity_ids: Sequence[str],
-                session_id: str | None) -> None:
+                session_id: str | None, keys: Sequence[tuple[str, str]] = ()) -> None:
         """Announce a change made in the current transaction (delivered after commit)."""
         if not self._listeners:
             return
-        change = Change(event, entity_type, tuple(entity_ids), session_id)
+        change = Change(event, entity_type, tuple(entity_ids), session_id, tuple(keys))
 
         def deliver() -> None:
             for listener in self._listeners:
@@ -343,14 +346,17 @@ class StoreCore(ABC):
         session_id: str | None,
         meta: Any = None,
         at: datetime | None = None,
+        notify: bool = True,
     ) -> None:
         """Write one audit row inside the caller's transaction.
 
         ``old`` and ``new`` are entity dicts built by statekeep from validated
         values (or their JSON bytes, already encoded), so they skip the strict
-        checks of :func:`codec.dumps`.
+        checks of :func:`codec.dumps`. ``notify=False`` when the caller announces
+        the change itself, with more detail.
         """
-        self.changed(event_type, entity_type, (entity_id,), session_id)
+        if notify:
+            self.changed(event_type, entity_type, (entity_id,), session_id)
         conn.execute(AUDIT_INSERT, (
             event_type,
             entity_type,

@@ -232,7 +232,9 @@ class ContextStore(TaskStore):
                 item.created_at.isoformat(), now_iso)
             self.audit_row(conn, "update" if old else "create", "context", item.id,
                            None if old is None else old.to_dict(), new_json,
-                           user_id=user, session_id=session_id, at=now)
+                           user_id=user, session_id=session_id, at=now, notify=False)
+            self.changed("update" if old else "create", "context", (item.id,), session_id,
+                         ((context_type, context_key),))
         return item
 
     def _item_at(self, conn: Connection, session_id: str, ctype: str, key: str, *,
@@ -323,7 +325,8 @@ class ContextStore(TaskStore):
                     "UPDATE context SET context_value = ?, relevance_score = ?,"
                     " expires_at = ?, updated_at = ? WHERE id = ?", updates)
             conn.executemany(AUDIT_INSERT, audits)
-            self.changed("upsert", "context", [a[2] for a in audits], session_id)
+            self.changed("upsert", "context", [a[2] for a in audits], session_id,
+                         list(prepared))
         return len(prepared)
 
     def _stored_ids(self, conn: Connection, session_id: str,
@@ -411,7 +414,9 @@ class ContextStore(TaskStore):
             if old is None:
                 return False
             conn.execute("DELETE FROM context WHERE id = ?", (old.id,))
-            self.audit_row(conn, "delete", "context", old.id, old.to_dict(), None,
+            self.changed("delete", "context", (old.id,), session_id,
+                         ((context_type, context_key),))
+            self.audit_row(conn, "delete", "context", old.id, old.to_dict(), None, notify=False,
                            user_id=self.session_user(conn, session_id), session_id=session_id)
         return True
 

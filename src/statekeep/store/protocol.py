@@ -16,12 +16,13 @@ from statekeep.config import StateConfig
 from statekeep.ids import new_id
 from statekeep.store.audit import AuditStore
 from statekeep.store.base import utcnow
+from statekeep.store.blobs import BlobStore
 from statekeep.store.context import AccessLog
 
 __all__ = ["Store"]
 
 
-class Store(AuditStore):
+class Store(AuditStore, BlobStore):
     """Sessions, tasks, context, decisions, preferences and the audit log."""
 
     def __init__(self, config: StateConfig, *, clock: Callable[[], datetime] = utcnow) -> None:
