@@ -21,13 +21,41 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from statekeep import codec
 from statekeep.config import StateConfig
+from statekeep.errors import NotFoundError
+from statekeep.memory.archive import ArchiveTier
+from statekeep.memory.coherence import InvalidationBus
+from statekeep.memory.hierarchy import HierarchicalMemory
 from statekeep.memory.hot import HotTier
+from statekeep.memory.warm import WarmTier
 from statekeep.models import ContextItem, Session, Task
 from statekeep.store import Store, open_store
 from statekeep.store.base import Change, utcnow
 from statekeep.store.migrations import StateMigrationSystem
 
 __all__ = ["StateManagementSystem", "StateSystem"]
+
+_SEP = "\x1f"  # ids, names and keys all refuse control characters: never ambiguous
+
+
+def _stale_keys(change: Change) -> list[str]:
+    """The cache entries a change makes stale, as strings that can cross processes."""
+    kind = change.entity_type
+    if kind == "context":
+        return [_SEP.join(("ctx", change.session_id or "", t, k)) for t, k in change.keys]
+    if kind in ("session", "task", "memory"):
+        keys = [f"{kind}{_SEP}{entity_id}" for entity_id in change.entity_ids]
+        if kind == "session" and change.event == "delete":
+            keys += [f"session-all{_SEP}{entity_id}" for entity_id in change.entity_ids]
+        return keys
+    return []
+
+
+def _belongs_to(session_id: str) -> Callable[[Any, Any], bool]:
+    """A hot-tier predicate: entries (tasks, context items) of one session."""
+    def match(_key: Any, value: Any) -> bool:
+        return getattr(value, "session_id", None) == session_id
+    return match
+
 
 class Miss(Enum):
     """The hot tier has no answer (distinct from a cached 'absent')."""
@@ -75,30 +103,61 @@ class StateSystem:
         self._fill_lock = threading.Lock()
         if config.hot_cache_bytes > 0:
             self.hot = HotTier(config.hot_cache_bytes, config.hot_ttl_seconds)
-            self.store.add_change_listener(self.invalidate)
+        #: The seed's names: the in-process store and the Redis cache layer.
+        self.memory_store = self.hot
+        self.cache_layer: WarmTier | None = None
+        #: Tells other processes on this store what to drop from their hot tiers.
+        self.bus: InvalidationBus | None = None
+        short_term: WarmTier | None = None
+        if config.redis_url:
+            namespace = self.store.store_id
+            self.cache_layer = WarmTier(config.redis_url, namespace,
+                                        ttl_seconds=config.warm_ttl_seconds,
+                                        max_bytes=config.warm_cache_bytes)
+            short_term = WarmTier(config.redis_url, f"{namespace}-mem",
+                                  ttl_seconds=config.warm_ttl_seconds,
+                                  max_bytes=config.short_term_bytes)
+            self.bus = InvalidationBus(config.redis_url, namespace,
+                                       on_invalidate=self._drop, on_reset=self._reset)
+        #: The seed's hierarchical memory: working (in process), short-term
+        #: (Redis, when configured) and long-term (the store).
+        self.memory = HierarchicalMemory(self.store, short_term=short_term)
+        #: Finished sessions past the cold retention, moved to zstd files.
+        self.archive = ArchiveTier.for_store(self.store)
+        self.store.add_change_listener(self.invalidate)
 
     # -- the hot tier: read-through, invalidated after commit -----------------
 
     def invalidate(self, change: Change) -> None:
-        """Drop the hot entries a committed change made stale (also called for
-        other processes' changes by the invalidation bus)."""
+        """Drop what a committed change made stale, here and in other processes."""
+        keys = _stale_keys(change)
+        self._drop(keys)
+        if self.bus is not None:
+            self.bus.publish(keys)
+
+    def _drop(self, keys: list[str]) -> None:
+        """Discard cache entries named by :func:`_stale_keys` (ours or another process's)."""
         hot = self.hot
-        if hot is None:
-            return
         with self._fill_lock:
             self._generation += 1
-            if change.entity_type == "session":
-                for sid in change.entity_ids:
-                    hot.discard(("session", sid))
-                if change.event == "delete":  # its tasks and context went with it
-                    gone = set(change.entity_ids)
-                    hot.discard_where(lambda _k, v: getattr(v, "session_id", None) in gone)
-            elif change.entity_type == "task":
-                for tid in change.entity_ids:
-                    hot.discard(("task", tid))
-            elif change.entity_type == "context":
-                for ctype, key in change.keys:
-                    hot.discard(("ctx", change.session_id, ctype, key))
+            for text in keys:
+                kind, _, rest = text.partition(_SEP)
+                if kind == "memory":
+                    self.memory.working.discard(rest)
+                elif hot is None:
+                    continue
+                elif kind == "session-all":  # a deleted session took its tasks and context
+                    hot.discard_where(_belongs_to(rest))
+                else:
+                    hot.discard((kind, *rest.split(_SEP)))
+
+    def _reset(self) -> None:
+        """Invalidations may have been missed (the bus lost Redis): forget everything."""
+        with self._fill_lock:
+            self._generation += 1
+            if self.hot is not None:
+                self.hot.clear()
+            self.memory.working.clear()
 
     def _cached(self, key: tuple[str, ...]) -> Any:
         hot = self.hot
@@ -120,13 +179,22 @@ class StateSystem:
                 hot.put(key, value, size)
 
     def get_session(self, session_id: str) -> Session:
-        """The session, from the hot tier when it is there."""
+        """The session, from the hot tier when it is there; an archived session is
+        restored from its archive file transparently."""
         key = ("session", session_id)
         cached: Session | None = self._cached(key)
         if cached is not None:
             return cached
         generation = self._generation
-        session = self.store.get_session(session_id)
+        try:
+            session = self.store.get_session(session_id)
+        except NotFoundError:
+            if not self.archive.is_archived(session_id):
+                raise
+            try:
+                session = self.archive.restore(session_id)
+            except NotFoundError:  # another process restored it first
+                session = self.store.get_session(session_id)
         self._fill(key, session, generation)
         return session
 
@@ -171,7 +239,13 @@ class StateSystem:
         return cached
 
     def close(self) -> None:
-        """Flush pending bookkeeping and release the store."""
+        """Flush pending bookkeeping and release the tiers, then the store."""
+        if self.bus is not None:
+            self.bus.close()
+        self.memory.close()
+        for tier in (self.cache_layer, self.memory.short_term):
+            if isinstance(tier, WarmTier):
+                tier.close()
         self.store.close()
 
     def __enter__(self) -> StateSystem:
