@@ -128,3 +128,25 @@ def test_zero_sized_hot_tier_means_no_cache(db_url: str) -> None:
         assert sk.hot is None
         session = sk.create_session("alice")
         assert sk.get_session(session.id).id == session.id
+
+
+def test_resume_reactivates_and_prefetches_the_working_set(sk: StateSystem) -> None:
+    session = sk.create_session("alice")
+    task = sk.create_task(session.id, "build")
+    sk.start_task(task.id)
+    done = sk.create_task(session.id, "lint")
+    sk.start_task(done.id)
+    sk.complete_task(done.id)
+    sk.set_context(session.id, "file", "src/app.py", {"lines": 10})
+    sk.update_session(session.id, status="paused")
+    assert sk.hot is not None
+    sk.hot.clear()
+
+    resumed = sk.resume_session(session.id)
+    assert resumed.status == "active"
+    assert sk._cached(("task", task.id)) is not None  # active task prefetched
+    assert sk._cached(("task", done.id)) is None  # finished one is not
+    assert sk._cached(("ctx", session.id, "file", "src/app.py")) is not None
+    hits = sk.hot.hits
+    assert sk.get_context(session.id, "file", "src/app.py") is not None
+    assert sk.hot.hits == hits + 1  # the first read after resume is a hit

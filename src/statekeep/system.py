@@ -27,7 +27,7 @@ from statekeep.memory.coherence import InvalidationBus
 from statekeep.memory.hierarchy import HierarchicalMemory
 from statekeep.memory.hot import HotTier
 from statekeep.memory.warm import WarmTier
-from statekeep.models import ContextItem, Session, Task
+from statekeep.models import ContextItem, Session, SessionStatus, Task
 from statekeep.store import Store, open_store
 from statekeep.store.base import Change, utcnow
 from statekeep.store.migrations import StateMigrationSystem
@@ -198,6 +198,20 @@ class StateSystem:
         self._fill(key, session, generation)
         return session
 
+    def resume_session(self, session_id: str) -> Session:
+        """Take a session back up: reactivate it (from paused or failed) and
+        prefetch its active tasks and most relevant context into the hot tier,
+        so the agent's first reads after a restart are served from memory."""
+        session = self.get_session(session_id)
+        if session.status in (SessionStatus.PAUSED, SessionStatus.FAILED):
+            session = self.update_session(session_id, status=SessionStatus.ACTIVE)
+        if self.hot is not None:
+            # Held across the reads: a write committing meanwhile has its
+            # invalidation wait for the lock, so it lands after these fills.
+            with self._fill_lock:
+                self.memory.optimizer.prefetch(session_id, self.hot)
+        return session
+
     def get_task(self, task_id: str) -> Task:
         """The task, from the hot tier when it is there."""
         key = ("task", task_id)
@@ -353,6 +367,7 @@ class StateManagementSystem:
     list_sessions = _offload(StateSystem.list_sessions)
     update_session = _offload(StateSystem.update_session)
     delete_session = _offload(StateSystem.delete_session)
+    resume_session = _offload(StateSystem.resume_session)
     create_task = _offload(StateSystem.create_task)
     get_task = _offload(StateSystem.get_task)
     list_tasks = _offload(StateSystem.list_tasks)
