@@ -9,7 +9,6 @@ skipping.
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,11 +17,8 @@ from typing import Any
 
 import pytest
 
+from services import PG_URL, require_redis, service_missing
 from statekeep import StateConfig, Store, open_store
-
-PG_URL = os.environ.get("STATEKEEP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("STATEKEEP_TEST_REDIS", "redis://127.0.0.1:6379/0")
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -37,12 +33,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("backend", backends)
 
 
-def service_missing(what: str, why: str) -> None:
-    """Skip locally, fail under CI: a service test must never pass by skipping."""
-    message = f"{what} is not reachable ({why})"
-    if IN_CI:
-        pytest.fail(message + " -- CI=true requires it", pytrace=False)
-    pytest.skip(message)
+@pytest.fixture
+def redis_url() -> str:
+    """The shared Redis server (skips locally, fails under CI, when it is down)."""
+    return require_redis()
 
 
 def _pg_admin() -> Any:

@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-import redis
 
 from statekeep import StateConfig, StateSystem
-
-REDIS_URL = os.environ.get("STATEKEEP_TEST_REDIS", "redis://127.0.0.1:6379/0")
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-@pytest.fixture
-def redis_url() -> str:
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-    except redis.RedisError as exc:
-        if IN_CI:
-            pytest.fail(f"Redis at {REDIS_URL} is not reachable ({exc}) -- CI=true requires it",
-                        pytrace=False)
-        pytest.skip(f"Redis at {REDIS_URL} is not reachable ({exc})")
-    return REDIS_URL
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from statekeep import StateConfig, StateSystem
+from statekeep import NotFoundError, StateConfig, StateSystem
 
 
 @pytest.fixture(autouse=True)
@@ -70,8 +70,10 @@ def test_run_list_restore(tmp_path: Path) -> None:
     table = run("archive", "list", "--db", db)
     assert table.returncode == 0 and old in table.stdout
 
-    gone = run("sessions", "show", old, "--db", db)
-    assert gone.returncode == 1
+    with StateSystem(StateConfig(db=db)) as sk:  # out of the database while archived
+        assert sk.archive.is_archived(old)
+        with pytest.raises(NotFoundError):
+            sk.store.get_session(old)
 
     back = run("archive", "restore", old, "--db", db)
     assert back.returncode == 0, back.stderr
@@ -84,6 +86,17 @@ def test_run_list_restore(tmp_path: Path) -> None:
 
     purge = run("archive", "purge", "--json", "--db", db)
     assert json.loads(purge.stdout) == {"purged": 0}
+
+
+def test_reading_an_archived_session_restores_it(tmp_path: Path) -> None:
+    db = str(tmp_path / "store.db")
+    old, _ = seed(db)
+    assert run("archive", "run", "--json", "--db", db).returncode == 0
+    shown = run("sessions", "show", old, "--json", "--db", db)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["session"]["id"] == old
+    listed = run("archive", "list", "--json", "--db", db)
+    assert json.loads(listed.stdout) == []
 
 
 def test_corrupt_archive_is_a_one_line_error(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -12,9 +11,9 @@ import pytest
 from statekeep import Store
 from statekeep.errors import InvalidIdError, NotJSONError, ValidationError
 from statekeep.memory.hierarchy import HierarchicalMemory
+from statekeep.memory.warm import WarmTier
 
 MB = 1024 * 1024
-REDIS_URL = os.environ.get("STATEKEEP_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
 def _rows(store: Store, table: str, where: str = "") -> int:
@@ -163,17 +162,9 @@ def test_access_counts_are_batched_then_written(store: Store) -> None:
 
 
 @pytest.fixture
-def warm() -> Iterator[Any]:
-    from conftest import service_missing  # the root and memory conftests both define it
-
-    try:
-        from statekeep.memory.warm import WarmTier
-    except ImportError:
-        pytest.skip("statekeep.memory.warm is not there yet")
-    tier = WarmTier(REDIS_URL, "test-" + secrets.token_hex(6), ttl_seconds=60,
+def warm(redis_url: str) -> Iterator[Any]:
+    tier = WarmTier(redis_url, "test-" + secrets.token_hex(6), ttl_seconds=60,
                     max_bytes=64 * MB)
-    if tier.get("probe") is None and not tier.available:
-        service_missing(f"Redis at {REDIS_URL}", "connection refused")
     yield tier
     tier.clear()
     tier.close()
