@@ -85,6 +85,32 @@ class StateConfig:
     #: to working memory.
     promote_after_hits: int = 2
 
+    # context engine (seed 4.1/4.2)
+    #: Folder that captured paths must stay inside; None means the current
+    #: directory at capture time.
+    workspace_root: str | None = None
+    #: Text files up to this size keep their content (deduplicated); larger
+    #: and binary files are recorded by hash only.
+    capture_max_file_bytes: int = 1 * MB
+    #: A capture that would walk more files than this is refused up front.
+    capture_max_files: int = 200_000
+    #: Relevance formula: time decay per hour, access boost (per access, capped),
+    #: the relationship weight, and the four component weights of the sum.
+    relevance_decay_per_hour: float = 0.95
+    relevance_access_boost: float = 0.1
+    relevance_access_cap: float = 0.5
+    relevance_relationship_weight: float = 0.3
+    relevance_weight_time: float = 0.3
+    relevance_weight_access: float = 0.2
+    relevance_weight_relationship: float = 0.25
+    relevance_weight_task: float = 0.25
+    #: How many context items a reconstruction returns, most relevant first.
+    reconstruct_context_limit: int = 200
+    #: How far the context graph around those items reaches (relations hops).
+    graph_depth: int = 2
+    #: Default size of the resume brief, in (estimated) tokens.
+    brief_budget_tokens: int = 2000
+
     def __post_init__(self) -> None:
         # Checked here, not only in load(): StateConfig(...) and replace() are
         # used directly, and a wrong type would otherwise fail far from its cause.
@@ -99,6 +125,10 @@ class StateConfig:
             value = getattr(self, f.name)
             if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
                 raise ConfigError(f"{f.name} must not be negative (got {value})")
+        if not 0.0 < self.relevance_decay_per_hour <= 1.0:
+            raise ConfigError("relevance_decay_per_hour must be in (0, 1]")
+        if self.graph_depth > 10:
+            raise ConfigError("graph_depth must be at most 10")
         if self.pool_max_size < max(1, self.pool_min_size):
             raise ConfigError("pool_max_size must be >= pool_min_size and >= 1")
 

@@ -38,6 +38,7 @@ from typing import Any
 
 import orjson
 from rich.console import Console
+from rich.markdown import Markdown
 from rich.rule import Rule
 from rich.text import Text
 
@@ -49,7 +50,7 @@ from statekeep.cli.shared import (
     report_error,
 )
 from statekeep.config import StateConfig
-from statekeep.errors import StatekeepError
+from statekeep.errors import CaptureError, StatekeepError
 from statekeep.models import SessionStatus, TaskStatus
 from statekeep.store.context import ContextInput
 from statekeep.system import StateSystem
@@ -57,6 +58,8 @@ from statekeep.system import StateSystem
 __all__ = ["AGENT_DAY", "DEMO_STEPS", "DemoRun", "main", "run_demo", "run_worker"]
 
 USER = "alice"
+#: The demo captures a real folder; a bigger one is skipped, not waited for.
+DEMO_MAX_FILES = 5000
 #: Seconds the child pauses after each narrated action when someone is watching.
 WATCH_PACE = 0.06
 
@@ -84,6 +87,7 @@ class Agent:
     sk: StateSystem
     clock: SimulatedClock
     pace: float
+    workspace: str | None = None
     session_id: str = ""
     tasks: dict[str, str] = field(default_factory=dict)
     decisions: dict[str, str] = field(default_factory=dict)
@@ -213,6 +217,41 @@ def extract_ast(a: Agent) -> None:
     a.say("in_progress", "ast: node classes moved; imports still to update")
 
 
+def capture_workspace(a: Agent) -> None:
+    """Capture a real folder: files, imports between them, git state, environment."""
+    if a.workspace is None:
+        return
+    root = Path(a.workspace)
+    try:
+        report = a.sk.capture_paths(a.session_id, [root], root=root, environment=True,
+                                    git=True)
+    except CaptureError as exc:
+        a.say("skipped", f"capture of {root} skipped: {exc}")
+        return
+    a.work(3)
+    files = sum(1 for t, _k in report.keys if t == "file")
+    a.say("captured", f"captured {files} files of {root.name or root} with"
+                      f" {report.relations_added} relations ({len(report.skipped)} skipped)")
+    hub = _most_connected_file(a.sk, a.session_id)
+    if hub is not None:
+        task = a.sk.create_task(a.session_id, "review", priority=6,
+                                parent_task_id=a.tasks["refactor"],
+                                description=f"Review {hub} before the next split")
+        a.tasks["review"] = task.id
+        a.say("plan", f"next: review {hub}, the most connected file")
+
+
+def _most_connected_file(sk: StateSystem, session_id: str) -> str | None:
+    counts: dict[str, int] = {}
+    for r in sk.relations(session_id):
+        if r.relation_type == "dependency":
+            counts[r.target_id] = counts.get(r.target_id, 0) + 1
+    if not counts:
+        return None
+    best = min(counts, key=lambda i: (-counts[i], i))
+    return sk.get_context_by_id(best).context_key
+
+
 def end_of_day(a: Agent) -> None:
     a.work(20)
     session = a.sk.get_session(a.session_id)
@@ -225,19 +264,21 @@ def end_of_day(a: Agent) -> None:
 #: The child's script, in order. Each step is one function of the Agent.
 AGENT_DAY: list[Callable[[Agent], None]] = [
     start_session, plan_work, analyze, decide_approach, extract_lexer, run_tests_fail,
-    fix_and_retry, extract_ast, end_of_day,
+    fix_and_retry, extract_ast, capture_workspace, end_of_day,
 ]
-_DAY_MINUTES = 10 + 35 + 5 + 80 + 12 + 15 + 95 + 20
+_DAY_MINUTES = 10 + 35 + 5 + 80 + 12 + 15 + 95 + 3 + 20
 
 
-def run_worker(db: str, pace: float = 0.0) -> str:
-    """Play the agent's day against ``db``; returns the session id."""
+def run_worker(db: str, pace: float = 0.0, workspace: str | None = None) -> str:
+    """Play the agent's day against ``db`` (capturing ``workspace`` if given);
+    returns the session id."""
     # The day ends a little before the real present so that nothing (the
     # environment item's TTL, audit times) lies in the future.
     start = datetime.now(UTC) - timedelta(minutes=_DAY_MINUTES + 30)
     clock = SimulatedClock(start)
-    with StateSystem(StateConfig(db=db), clock=clock) as sk:
-        agent = Agent(sk, clock, pace)
+    config = StateConfig(db=db, capture_max_files=DEMO_MAX_FILES)
+    with StateSystem(config, clock=clock) as sk:
+        agent = Agent(sk, clock, pace, workspace)
         for step in AGENT_DAY:
             step(agent)
     print(orjson.dumps({"kind": "done", "session_id": agent.session_id}).decode(), flush=True)
@@ -254,6 +295,7 @@ class DemoRun:
     console: Console
     db: str
     pace: float
+    workspace: str | None = None
     session_id: str | None = None
     worker_pid: int | None = None
 
@@ -266,6 +308,8 @@ _NARRATION: dict[str, tuple[str, str]] = {
     "retried": ("↻", "green"),
     "in_progress": render.TASK_STYLES[TaskStatus.IN_PROGRESS],
     "decision": ("◆", "magenta"),
+    "captured": ("⇣", "bold green"),
+    "skipped": ("·", "yellow"),
 }
 
 
@@ -298,6 +342,8 @@ def _narrate(run: DemoRun, line: str) -> None:
 def agent_day(run: DemoRun) -> None:
     cmd = [sys.executable, "-m", "statekeep.demo", "worker", "--db", run.db,
            "--pace", str(run.pace)]
+    if run.workspace is not None:
+        cmd += ["--workspace", run.workspace]
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"}) as proc:
         run.worker_pid = proc.pid
@@ -333,6 +379,7 @@ def show_survivors(run: DemoRun) -> None:
     out.print(render.context_table(context))
     out.print(render.decisions_table(decisions))
     out.print(render.preferences_table(preferences))
+    show_relations(run)
     out.print(Text.assemble(
         ("audit trail: ", "bold"),
         f"{audit_all} events in the store, {audit_session} of them for this session;"
@@ -345,20 +392,56 @@ def show_survivors(run: DemoRun) -> None:
                              "bold")), soft_wrap=True)
 
 
+def show_relations(run: DemoRun) -> None:
+    """The relations capture found in the real folder: imports resolved to files."""
+    assert run.session_id is not None
+    with StateSystem(StateConfig(db=run.db)) as sk:
+        graph = sk.reconstruct_context(run.session_id).context_graph
+        total = len(sk.relations(run.session_id))
+    if not graph.edges:
+        return
+    labels = {n.id: n.context_key for n in graph.nodes}
+    table = render.listing(f"relations found in the captured folder ({total} in all;"
+                           " the first around the most relevant items)")
+    for col in ("from", "relation", "to"):
+        table.add_column(col, overflow="fold")
+    for e in graph.edges[:12]:
+        table.add_row(Text(labels[e.source_id]), e.relation_type, Text(labels[e.target_id]))
+    run.console.print(table)
+
+
+def show_brief(run: DemoRun) -> None:
+    """What an agent process would paste into its prompt to pick the work up."""
+    assert run.session_id is not None
+    with StateSystem(StateConfig(db=run.db)) as sk:
+        brief = sk.resume_brief(run.session_id, budget_tokens=900)
+    out = run.console
+    out.print(Text(f"statekeep resume {run.session_id} --budget 900", style="bold"))
+    if out.is_terminal:
+        out.print(Markdown(brief.text))
+    else:
+        out.print(Text(brief.text.rstrip()))
+    out.print(Text(f"{brief.tokens} of {brief.budget} tokens (estimated)", style="dim"))
+
+
 #: The parent's steps, in order, with the title shown above each.
 DEMO_STEPS: list[tuple[str, Callable[[DemoRun], None]]] = [
     ("A fresh store", prepare_store),
     ("A day of agent work, in its own process", agent_day),
     ("That process is gone: what survived?", show_survivors),
+    ("Picking the work back up: the resume brief", show_brief),
 ]
 
 
-def run_demo(db: str | None = None, console: Console | None = None) -> DemoRun:
-    """Run every demo step; with no ``db``, in a new temporary directory."""
+def run_demo(db: str | None = None, console: Console | None = None,
+             workspace: str | None = ".") -> DemoRun:
+    """Run every demo step; with no ``db``, in a new temporary directory. The
+    agent captures ``workspace`` (the current folder by default; None skips it)."""
     console = console or make_console()
     if db is None:
         db = str(Path(tempfile.mkdtemp(prefix="statekeep-demo-")) / "demo.db")
-    run = DemoRun(console=console, db=db, pace=WATCH_PACE if console.is_terminal else 0.0)
+    run = DemoRun(console=console, db=db, pace=WATCH_PACE if console.is_terminal else 0.0,
+                  workspace=None if workspace is None else str(Path(workspace).resolve()))
     started = time.perf_counter()
     for n, (title, step) in enumerate(DEMO_STEPS, 1):
         console.print(Rule(Text(f"{n}. {title}", style="bold"), align="left"))
@@ -375,14 +458,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--db", help="the demo store (default: a new temporary directory)")
     parser.add_argument("--pace", type=float, default=0.0,
                         help="worker only: seconds to pause after each action")
+    parser.add_argument("--workspace", default=None,
+                        help="the folder the agent captures (default: the current folder)")
     args = parser.parse_args(argv)
     if args.role == "worker":
         if not args.db:
             parser.error("worker needs --db")
-        run_worker(args.db, args.pace)
+        run_worker(args.db, args.pace, args.workspace)
         return 0
     try:
-        run_demo(args.db)
+        run_demo(args.db, workspace=args.workspace or ".")
     except StatekeepError as exc:
         report_error(str(exc))
         return 1

@@ -149,3 +149,19 @@ class ArchiveCorruptError(ArchiveError):
 
 class ArchiveMissingError(ArchiveError):
     """The archive index names a file that is not there."""
+
+
+class CaptureError(StatekeepError):
+    """Context could not be captured from the workspace (nothing was written)."""
+
+
+class PathEscapeError(CaptureError, ValidationError):
+    """A path, or the target of a symlink, lies outside the workspace root.
+
+    Also a :class:`ValidationError`: it is bad input, refused before any write.
+    """
+
+    def __init__(self, path: str, root: str) -> None:
+        super().__init__(f"path {path!r} is outside the workspace root {root!r}", field="path")
+        self.path = path
+        self.root = root

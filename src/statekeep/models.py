@@ -8,10 +8,12 @@ others. Timestamps are timezone-aware UTC datetimes.
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast, get_args, get_type_hints
 
 from statekeep.errors import InvalidStatusError, InvalidTransitionError
 
@@ -143,6 +145,40 @@ class _Record:
                 value = value.value
             out[f.name] = value
         return out
+
+    @classmethod
+    def from_dict(cls: type[R], data: dict[str, Any]) -> R:
+        """The record back from :meth:`to_dict`'s form (a cache entry, an export).
+
+        Only the record's own fields are read, each converted by its declared
+        type, so a JSON document from elsewhere cannot smuggle in attributes.
+        """
+        kwargs: dict[str, Any] = {}
+        for name, kind in _field_kinds(cast(Hashable, cls)).items():
+            value = data[name]
+            if value is not None and kind is not None:
+                value = datetime.fromisoformat(value) if kind is datetime else kind(value)
+            kwargs[name] = value
+        return cls(**kwargs)
+
+
+R = TypeVar("R", bound=_Record)
+
+
+@functools.cache
+def _field_kinds(record: Hashable) -> dict[str, Any]:
+    """Per field: datetime or a StrEnum class to convert to, else None."""
+    cls = cast(type, record)
+    hints = get_type_hints(cls)
+    kinds: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        args = [a for a in get_args(hint) if a is not type(None)] or [hint]
+        target = args[0]
+        kinds[f.name] = (target if target is datetime
+                         or (isinstance(target, type) and issubclass(target, StrEnum))
+                         else None)
+    return kinds
 
 
 @dataclass(frozen=True, slots=True)

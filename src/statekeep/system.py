@@ -14,13 +14,22 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
 from enum import Enum
+from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from statekeep import codec
 from statekeep.config import StateConfig
+from statekeep.context import cache as recon_cache
+from statekeep.context.analyzer import ContextAnalyzer
+from statekeep.context.brief import Brief, render_brief
+from statekeep.context.capture import CaptureReport, Progress
+from statekeep.context.engine import ContextEngine
+from statekeep.context.reconstruct import SessionContext
+from statekeep.context.relevance import RelevanceExplanation
+from statekeep.context.search import SearchResult, search_context
 from statekeep.errors import NotFoundError
 from statekeep.memory.archive import ArchiveTier
 from statekeep.memory.coherence import InvalidationBus
@@ -38,16 +47,31 @@ _SEP = "\x1f"  # ids, names and keys all refuse control characters: never ambigu
 
 
 def _stale_keys(change: Change) -> list[str]:
-    """The cache entries a change makes stale, as strings that can cross processes."""
+    """The cache entries a change makes stale, as strings that can cross processes.
+
+    Any change inside a session also stales the session's reconstructed
+    context; a preference change stales every reconstruction (preferences
+    belong to a user, and the change does not say which sessions are theirs).
+    """
     kind = change.entity_type
+    keys: list[str] = []
     if kind == "context":
-        return [_SEP.join(("ctx", change.session_id or "", t, k)) for t, k in change.keys]
-    if kind in ("session", "task", "memory"):
+        keys = [_SEP.join(("ctx", change.session_id or "", t, k)) for t, k in change.keys]
+    elif kind in ("session", "task", "memory"):
         keys = [f"{kind}{_SEP}{entity_id}" for entity_id in change.entity_ids]
-        if kind == "session" and change.event == "delete":
-            keys += [f"session-all{_SEP}{entity_id}" for entity_id in change.entity_ids]
-        return keys
-    return []
+        if kind == "session":
+            keys += [f"recon{_SEP}{entity_id}" for entity_id in change.entity_ids]
+            if change.event == "delete":
+                keys += [f"session-all{_SEP}{entity_id}" for entity_id in change.entity_ids]
+    elif kind == "preference":
+        keys = ["recon-all"]
+    if change.session_id is not None:
+        keys.append(f"recon{_SEP}{change.session_id}")
+    return keys
+
+
+def _is_reconstruction(key: Any, _value: Any) -> bool:
+    return isinstance(key, tuple) and bool(key) and key[0] == "recon"
 
 
 def _belongs_to(session_id: str) -> Callable[[Any, Any], bool]:
@@ -124,6 +148,10 @@ class StateSystem:
         self.memory = HierarchicalMemory(self.store, short_term=short_term)
         #: Finished sessions past the cold retention, moved to zstd files.
         self.archive = ArchiveTier.for_store(self.store)
+        #: The seed's context engine: capture, relations, relevance, reconstruction.
+        self.context = ContextEngine(self.store, config)
+        #: What a returning agent asks first: most touched, stale, clusters, drift.
+        self.analyzer = ContextAnalyzer(self.store)
         self.store.add_change_listener(self.invalidate)
 
     # -- the hot tier: read-through, invalidated after commit -----------------
@@ -132,6 +160,11 @@ class StateSystem:
         """Drop what a committed change made stale, here and in other processes."""
         keys = _stale_keys(change)
         self._drop(keys)
+        if self.cache_layer is not None:
+            stale = [recon_cache.warm_key(k.partition(_SEP)[2]) for k in keys
+                     if k.startswith(f"recon{_SEP}")]
+            if stale:
+                self.cache_layer.delete(*stale)
         if self.bus is not None:
             self.bus.publish(keys)
 
@@ -148,6 +181,8 @@ class StateSystem:
                     continue
                 elif kind == "session-all":  # a deleted session took its tasks and context
                     hot.discard_where(_belongs_to(rest))
+                elif kind == "recon-all":
+                    hot.discard_where(_is_reconstruction)
                 else:
                     hot.discard((kind, *rest.split(_SEP)))
 
@@ -252,6 +287,87 @@ class StateSystem:
         self.store.access_log.record(cached.id, now)
         return cached
 
+    # -- the context engine --------------------------------------------------
+
+    def capture_context(self, session_id: str, source: str, data: Mapping[str, Any], *,
+                        root: str | Path | None = None,
+                        progress: Progress | None = None) -> CaptureReport:
+        """Capture context (files, code snippets, a task, the environment) into
+        the session; see :meth:`ContextEngine.capture_context`."""
+        self.get_session(session_id)  # restores an archived session first
+        return self.context.capture_context(session_id, source, data, root=root,
+                                            progress=progress)
+
+    def capture_paths(self, session_id: str, paths: Sequence[str | Path], *,
+                      root: str | Path | None = None, environment: bool = False,
+                      git: bool = False, progress: Progress | None = None) -> CaptureReport:
+        """Capture files and folders under the workspace root, all or nothing."""
+        self.get_session(session_id)
+        return self.context.capture_paths(session_id, paths, root=root,
+                                          environment=environment, git=git,
+                                          progress=progress)
+
+    def reconstruct_context(self, session_id: str) -> SessionContext:
+        """The session's working context, ranked: from the hot tier, else the
+        warm tier (shared by every process), else rebuilt from the store.
+
+        Any committed change in the session drops the cached copy, here and
+        in other processes; scores in a cached copy are as of its ``built_at``.
+        """
+        cached = self.peek_reconstruction(session_id)
+        if cached is not None:
+            return cached
+        self.get_session(session_id)  # restores an archived session first
+        generation = self._generation
+        warm = self.cache_layer
+        if warm is not None and (data := warm.get(recon_cache.warm_key(session_id))):
+            found = recon_cache.decode(self.store, data)
+            if found is not None:
+                self._fill_reconstruction(session_id, found[0], found[1], generation)
+                return found[0]
+        ctx = self.context.reconstruct_context(session_id)
+        stamp = recon_cache.preference_stamp(self.store, ctx.session.user_id)
+        packed, size = recon_cache.encode(ctx, stamp)
+        if self._fill_reconstruction(session_id, ctx, size, generation) and warm is not None:
+            warm.put(recon_cache.warm_key(session_id), packed)
+        return ctx
+
+    def peek_reconstruction(self, session_id: str) -> SessionContext | None:
+        """The hot tier's reconstruction, or None: never touches the store."""
+        found: SessionContext | None = self._cached(("recon", session_id))
+        return found
+
+    def _fill_reconstruction(self, session_id: str, ctx: SessionContext, size: int,
+                             generation: int) -> bool:
+        """Cache a reconstruction unless an invalidation raced its build."""
+        with self._fill_lock:
+            if generation != self._generation:
+                return False
+            if self.hot is not None:
+                self.hot.put(("recon", session_id), ctx, size)
+            return True
+
+    def explain_relevance(self, session_id: str, context_type: str,
+                          context_key: str) -> RelevanceExplanation:
+        """Every component of one item's relevance score, as ranking computes it."""
+        return self.context.explain_relevance(session_id, context_type, context_key)
+
+    def search_context(self, query: str, *, session_id: str | None = None,
+                       limit: int = 20) -> list[SearchResult]:
+        """Full-text search over context, blended with relevance."""
+        return search_context(self.store, self.context.relevance_calculator, query,
+                              session_id=session_id, limit=limit)
+
+    def resume_brief(self, session_id: str, *, budget_tokens: int | None = None,
+                     decisions: int = 10) -> Brief:
+        """The Markdown brief an agent pastes into its prompt to pick up the work."""
+        ctx = self.reconstruct_context(session_id)
+        recent = self.store.list_decisions(session_id=session_id, limit=decisions)
+        return render_brief(
+            ctx, budget_tokens=(self.config.brief_budget_tokens if budget_tokens is None
+                                else budget_tokens),
+            decisions=recent, drift=self.analyzer.drift(session_id))
+
     def close(self) -> None:
         """Flush pending bookkeeping and release the tiers, then the store."""
         if self.bus is not None:
@@ -300,6 +416,12 @@ class StateSystem:
     get_preference = _forward(Store.get_preference)
     list_preferences = _forward(Store.list_preferences)
     delete_preference = _forward(Store.delete_preference)
+    # relations and blobs of captured content
+    relate = _forward(Store.relate)
+    unrelate = _forward(Store.unrelate)
+    relations = _forward(Store.relations)
+    neighbours = _forward(Store.neighbours)
+    item_content = _forward(Store.item_content)
     # audit
     audit = _forward(Store.audit)
 
@@ -405,3 +527,22 @@ class StateManagementSystem:
     list_preferences = _offload(StateSystem.list_preferences)
     delete_preference = _offload(StateSystem.delete_preference)
     audit = _offload(StateSystem.audit)
+    capture_context = _offload(StateSystem.capture_context)
+    capture_paths = _offload(StateSystem.capture_paths)
+    explain_relevance = _offload(StateSystem.explain_relevance)
+    search_context = _offload(StateSystem.search_context)
+    resume_brief = _offload(StateSystem.resume_brief)
+    relate = _offload(StateSystem.relate)
+    unrelate = _offload(StateSystem.unrelate)
+    relations = _offload(StateSystem.relations)
+    neighbours = _offload(StateSystem.neighbours)
+    item_content = _offload(StateSystem.item_content)
+
+    async def reconstruct_context(self, session_id: str) -> SessionContext:
+        """The session's reconstructed context; a hot-tier hit is answered on the
+        event loop, without a thread hop."""
+        sync = self.sync
+        hit = sync.peek_reconstruction(session_id)
+        if hit is not None:
+            return hit
+        return await asyncio.to_thread(sync.reconstruct_context, session_id)

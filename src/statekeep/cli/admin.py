@@ -15,6 +15,7 @@ import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -264,6 +265,11 @@ def version(
 
 def demo(
     ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(
+        metavar="[PATH]", help="Folder the demo agent captures (default: the current one).",
+        show_default=False)] = Path("."),
+    no_capture: Annotated[bool, typer.Option(
+        "--no-capture", help="Do not capture any folder.")] = False,
     db: Annotated[str | None, typer.Option(
         "--db", help="Store the demo writes to (default: a new temporary directory, so your"
                      " own store is never touched).", show_default=False)] = None,
@@ -273,4 +279,5 @@ def demo(
 
     # Only an explicit --db counts: STATEKEEP_DB and the config file name the
     # user's real store, which the demo must not write into.
-    run_demo(db=option_value(ctx, "db"), console=Output().console)
+    run_demo(db=option_value(ctx, "db"), console=Output().console,
+             workspace=None if no_capture else str(path))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -17,6 +15,7 @@ from statekeep.cli.shared import (
     Output,
     local_time,
     open_system,
+    progress_bar,
 )
 from statekeep.memory.archive import ArchiveTier
 from statekeep.system import StateSystem
@@ -29,23 +28,6 @@ archive_app = typer.Typer(no_args_is_help=True,
 
 def _tier(system: StateSystem) -> ArchiveTier:
     return ArchiveTier.for_store(system.store)
-
-
-@contextmanager
-def _progress(out: Output) -> Iterator[Callable[[int, int], None]]:
-    """A progress bar on a terminal; silent in pipes and under --json."""
-    from rich.progress import BarColumn, Progress, TextColumn
-
-    bar = Progress(TextColumn("archiving"), BarColumn(),
-                   TextColumn("{task.completed}/{task.total}"), console=out.console,
-                   disable=not out.interactive, transient=True)
-    with bar:
-        task = bar.add_task("archiving", total=None)
-
-        def step(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield step
 
 
 @archive_app.command("run")
@@ -74,7 +56,7 @@ def run(
             out.console.print(f"{len(found)} session(s) would be archived to {tier.directory}."
                               " Dry run: nothing was changed.", soft_wrap=True)
             return
-        with _progress(out) as step:
+        with progress_bar(out, "archiving") as step:
             report = tier.run(progress=step)
     if out.json:
         out.emit_json(report.to_dict())

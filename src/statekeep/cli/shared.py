@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,6 +43,7 @@ __all__ = [
     "open_system",
     "option_value",
     "parse_json_value",
+    "progress_bar",
     "report_error",
     "short_time",
 ]
@@ -219,3 +220,23 @@ def short_time(value: datetime | None) -> str:
     if value is None:
         return ""
     return value.astimezone().strftime("%m-%d %H:%M")
+
+
+@contextmanager
+def progress_bar(out: Output, label: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on a terminal, silent in pipes and under --json.
+
+    Yields ``step(done, total)``. rich.progress is imported here: it costs a
+    tenth of a second that only long operations need.
+    """
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    bar = Progress(TextColumn(label), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   console=out.console, disable=not out.interactive, transient=True)
+    with bar:
+        task = bar.add_task(label, total=None)
+
+        def step(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield step

@@ -247,6 +247,38 @@ class StoreCore(ABC):
         finally:
             self._release(conn)
 
+    #: How :meth:`snapshot` opens a read-only transaction (dialects override).
+    snapshot_begin = "BEGIN"
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """Several reads that must agree with each other: one read transaction.
+
+        A reconstruction reads the session, its tasks, its context and its
+        relations in separate queries; without a snapshot a write committing
+        between them could pair a task with context that was not there yet.
+        Inside a write transaction this is that transaction's connection.
+        Nothing may be written inside a snapshot: it is read-only.
+        """
+        self._check_open()
+        st = self._tx
+        if st.conn is not None:
+            yield st.conn
+            return
+        conn = self._acquire()
+        try:
+            conn.execute(self.snapshot_begin)
+            st.conn = conn  # the store's own reads inside join the snapshot
+            try:
+                yield conn
+            finally:
+                st.conn = None
+                conn.execute("ROLLBACK")  # read-only: nothing to commit
+        except Exception as exc:
+            self._reraise(exc)
+        finally:
+            self._release(conn)
+
     def query_one(self, sql: str, params: Sequence[Any]) -> Any:
         """One row (or None) for a point read: :meth:`reading` without a generator,
         because point reads are the hottest path of the store."""

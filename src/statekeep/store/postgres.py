@@ -209,6 +209,8 @@ class PostgresStore(Store):
         self._pool.putconn(conn.raw)
         conn.raw = fresh
 
+    snapshot_begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+
     def _begin(self, conn: Connection) -> None:
         pg = cast(_PgConnection, conn)
         try:

@@ -1,0 +1,1 @@
+"""The context engine: capture, relations, relevance, reconstruction, the resume brief."""
