@@ -15,10 +15,16 @@ The async API of the design is :class:`StateManagementSystem`.
 """
 
 from statekeep.config import StateConfig
+from statekeep.context.analyzer import ContextAnalyzer
+from statekeep.context.brief import Brief
+from statekeep.context.engine import ContextEngine
+from statekeep.context.reconstruct import SessionContext
+from statekeep.context.relevance import RelevanceCalculator, RelevanceWeights
 from statekeep.errors import (
     ArchiveCorruptError,
     ArchiveError,
     ArchiveMissingError,
+    CaptureError,
     ConfigError,
     ConflictError,
     DuplicateError,
@@ -28,6 +34,7 @@ from statekeep.errors import (
     MigrationError,
     NotFoundError,
     NotJSONError,
+    PathEscapeError,
     StatekeepError,
     StoreError,
     StoreUnavailableError,
@@ -62,8 +69,12 @@ __all__ = [
     "ArchiveError",
     "ArchiveMissingError",
     "AuditEvent",
+    "Brief",
+    "CaptureError",
     "ConfigError",
     "ConflictError",
+    "ContextAnalyzer",
+    "ContextEngine",
     "ContextInput",
     "ContextItem",
     "Decision",
@@ -77,8 +88,12 @@ __all__ = [
     "NotFoundError",
     "NotJSONError",
     "Page",
+    "PathEscapeError",
     "Preference",
+    "RelevanceCalculator",
+    "RelevanceWeights",
     "Session",
+    "SessionContext",
     "SessionStatus",
     "StateConfig",
     "StateManagementSystem",

@@ -58,6 +58,8 @@ from statekeep.system import StateSystem
 __all__ = ["AGENT_DAY", "DEMO_STEPS", "DemoRun", "main", "run_demo", "run_worker"]
 
 USER = "alice"
+#: Context types the folder capture writes (summarised, not listed, in the demo).
+_CAPTURED_TYPES = frozenset({"file", "git", "environment", "workspace"})
 #: The demo captures a real folder; a bigger one is skipped, not waited for.
 DEMO_MAX_FILES = 5000
 #: Seconds the child pauses after each narrated action when someone is watching.
@@ -376,7 +378,12 @@ def show_survivors(run: DemoRun) -> None:
               "decisions": len(decisions)}
     out.print(render.session_panel(session, counts))
     out.print(render.task_tree(trees, title="task tree", show_ids=False))
-    out.print(render.context_table(context))
+    captured = [c for c in context if c.context_type in _CAPTURED_TYPES]
+    out.print(render.context_table([c for c in context
+                                    if c.context_type not in _CAPTURED_TYPES]))
+    if captured:
+        out.print(Text(f"  …and {len(captured)} items captured from the folder"
+                       " (files, git state, environment)", style="dim"))
     out.print(render.decisions_table(decisions))
     out.print(render.preferences_table(preferences))
     show_relations(run)

@@ -20,7 +20,10 @@ above the store never sees a driver type::
     │   └── TaskCycleError          a parent link that would close a loop
     ├── StoreError                  the backend failed (I/O, lock timeout, lost server)
     │   └── StoreUnavailableError   the backend cannot be reached at all
-    └── MigrationError              a schema migration failed and was rolled back
+    ├── MigrationError              a schema migration failed and was rolled back
+    ├── ArchiveError                an archive file is damaged or missing
+    └── CaptureError                context could not be captured from the workspace
+        └── PathEscapeError         a path leaves the workspace root (also a ValidationError)
 
 Every error carries a message that names the field or entity at fault, because
 the caller is often an agent that must decide what to do from the text alone.
@@ -32,6 +35,7 @@ __all__ = [
     "ArchiveCorruptError",
     "ArchiveError",
     "ArchiveMissingError",
+    "CaptureError",
     "ConfigError",
     "ConflictError",
     "DuplicateError",
@@ -41,6 +45,7 @@ __all__ = [
     "MigrationError",
     "NotFoundError",
     "NotJSONError",
+    "PathEscapeError",
     "StatekeepError",
     "StoreError",
     "StoreUnavailableError",

@@ -4,9 +4,12 @@ Deterministic (the same context renders the same bytes: times are relative
 to the reconstruction's ``built_at``, ties are broken by key) and bounded by
 a token budget. Sections come in the order a returning agent needs them --
 what am I doing (active tasks), what was I looking at (context, most relevant
-first), what moved under me (files changed on disk), how things connect,
-what was decided, what the user prefers -- and each is cut line by line when
-the budget runs out, with a footer saying what was left out.
+first), what moved under me (files changed on disk), what was decided, what
+the user prefers, how things connect (strongest around the most relevant
+items first) -- and each is cut line by line when
+the budget runs out, with a footer saying what was left out. The greedy
+sections (context, drift) take at most a share of the budget each, so
+decisions and preferences still fit.
 
 Tokens are *estimated* as one per four characters (rounded up), the usual
 rule of thumb for English and code with BPE tokenizers; pass ``counter`` to
@@ -82,8 +85,12 @@ def describe(ranked: RankedItem) -> str:
         bits += [str(v.get("language") or "file")]
         if v.get("lines") is not None:
             bits.append(f"{v['lines']} lines")
-        if fns := _names(v.get("functions")):
-            bits.append(f"defines {fns}")
+        classes, functions = v.get("classes"), v.get("functions")
+        top = [*(classes if isinstance(classes, list) else []),
+               *(f for f in (functions if isinstance(functions, list) else [])
+                 if "." not in str(f))]
+        if names := _names(top):
+            bits.append(f"defines {names}")
         if v.get("parse_error"):
             bits.append(f"parse error: {_clip(str(v['parse_error']), 60)}")
     elif kind == "code":
@@ -135,24 +142,29 @@ class _Writer:
         self.counter = counter
         self.omitted: dict[str, int] = {}
 
-    def fits(self, *lines: str) -> bool:
+    def fits(self, *lines: str, limit: int | None = None) -> bool:
         cost = sum(self.counter(ln + "\n") for ln in lines)
-        return self.used + cost <= self.budget - _FOOTER_RESERVE
+        ceiling = self.budget - _FOOTER_RESERVE
+        return self.used + cost <= (ceiling if limit is None else min(ceiling, limit))
 
     def add(self, *lines: str) -> None:
         for ln in lines:
             self.lines.append(ln)
             self.used += self.counter(ln + "\n")
 
-    def section(self, name: str, heading: str, body: Sequence[str]) -> None:
+    def section(self, name: str, heading: str, body: Sequence[str],
+                share: float = 1.0) -> None:
+        """Add a section, cut where the budget -- or the section's ``share``
+        of the whole budget, so later sections keep some room -- runs out."""
         if not body:
             return
+        limit = self.used + int(share * self.budget)
         if not self.fits("", heading, body[0]):
             self.omitted[name] = len(body)
             return
         self.add("", heading)
         for i, line in enumerate(body):
-            if not self.fits(line):
+            if not self.fits(line, limit=limit if i else None):
                 self.omitted[name] = len(body) - i
                 return
             self.add(line)
@@ -177,14 +189,10 @@ def render_brief(ctx: SessionContext, *, budget_tokens: int,
     tasks = [ln for tree in ctx.active_tasks for ln in _task_lines(tree, now)]
     w.section("tasks", "## Active tasks", tasks or ["- none: every task is finished"])
     w.section("context", "## Most relevant context",
-              [f"{i}. {describe(r)}" for i, r in enumerate(ctx.recent_context, 1)])
+              [f"{i}. {describe(r)}" for i, r in enumerate(ctx.recent_context, 1)],
+              share=0.5)
     w.section("drift", "## Changed on disk since capture",
-              [f"- {d.state}: `{d.path}` — {d.detail}" for d in drift])
-    labels = {n.id: n.context_key for n in ctx.context_graph.nodes}
-    w.section("relations", "## How they connect",
-              [f"- `{labels[e.source_id]}` → `{labels[e.target_id]}` ({e.relation_type})"
-               for e in ctx.context_graph.edges
-               if e.source_id in labels and e.target_id in labels])
+              [f"- {d.state}: `{d.path}` — {d.detail}" for d in drift], share=0.15)
     w.section("decisions", "## Recent decisions",
               [f"- {d.decision_type}: {_clip(d.decision_made, 90)}"
                + (f" → {d.outcome}" if d.outcome else "")
@@ -193,6 +201,15 @@ def render_brief(ctx: SessionContext, *, budget_tokens: int,
               [f"- {p.preference_type}/{p.preference_key} = "
                f"{_clip(_value_text(p.preference_value), 60)} (confidence {p.confidence:.2f})"
                for p in ctx.preferences])
+    nodes = {n.id: n for n in ctx.context_graph.nodes}
+    edges = sorted(
+        (e for e in ctx.context_graph.edges if e.source_id in nodes and e.target_id in nodes),
+        key=lambda e: (-max(nodes[e.source_id].score, nodes[e.target_id].score),
+                       nodes[e.source_id].context_key, nodes[e.target_id].context_key,
+                       e.relation_type))
+    w.section("relations", "## How they connect",
+              [f"- `{nodes[e.source_id].context_key}` → `{nodes[e.target_id].context_key}`"
+               f" ({e.relation_type})" for e in edges])
     if w.omitted:
         parts = ", ".join(f"{n} {name}" for name, n in w.omitted.items())
         w.add("", f"_Left out to fit {budget_tokens} tokens: {parts}._")

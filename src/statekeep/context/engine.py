@@ -38,7 +38,7 @@ from statekeep.context.relevance import (
     RelevanceExplanation,
     RelevanceWeights,
 )
-from statekeep.errors import ValidationError
+from statekeep.errors import CaptureError, ValidationError
 from statekeep.store.protocol import Store
 
 __all__ = ["SOURCES", "ContextEngine"]
@@ -143,7 +143,11 @@ class ContextEngine:
             result.elements.append(env)
         if git:
             from statekeep.context.git import capture_git
-            found = capture_git(root)
+            try:
+                found = capture_git(root)
+            except CaptureError as exc:  # a timeout, or git refusing the repository
+                result.skipped.append(Skipped(".", f"git state not captured: {exc}"))
+                return
             if found is None:
                 result.skipped.append(Skipped(".", "not a git work tree (or git is missing)"))
             else:

@@ -6,7 +6,8 @@ context table and a re-capture converges on the same graph:
 
 - ``dependency`` (file -> file): real import resolution, Python and JS/TS;
 - ``calls`` (code/file -> code/file): a captured function calls a function
-  another captured item defines;
+  another captured item defines -- for a file, only into files it imports;
+  for a snippet, also when no other item defines a function of that name;
 - ``references`` (task -> file): a task's text names a captured file;
 - ``defines`` (file -> code): a snippet was taken from a captured file.
 
@@ -140,11 +141,23 @@ def identify_relationships(elements: Sequence[ContextElement]) -> list[ContextRe
         if kind == "file":
             for target, _ref in index.dependencies(key, f):
                 add(("file", key), ("file", target), "dependency")
+    # A call names a function, not where it lives. Trust the link when the
+    # caller imports the defining file, or when only one item defines the name.
     by_name = {f"{t}\x1f{k}": f for (t, k), f in facts.items()}
-    for caller, callee, _name in call_links(by_name, by_name):
-        src = tuple(caller.split("\x1f", 1))
-        dst = tuple(callee.split("\x1f", 1))
-        add((src[0], src[1]), (dst[0], dst[1]), "calls")
+    links = call_links(by_name, by_name)
+    callees: dict[tuple[str, str], int] = {}
+    for caller, _callee, name in links:
+        callees[(caller, name)] = callees.get((caller, name), 0) + 1
+    for caller, callee, name in links:
+        src_t, src_k = caller.split("\x1f", 1)
+        dst_t, dst_k = callee.split("\x1f", 1)
+        imported = ((src_t, src_k), (dst_t, dst_k), "dependency") in out
+        # A file's imports are known, so a file only calls what it imports
+        # (``s.encode()`` is not a call into whichever file defines encode).
+        # A snippet usually comes without its imports: there a name that only
+        # one item defines is the best evidence there is.
+        if imported or (src_t != "file" and callees[(caller, name)] == 1):
+            add((src_t, src_k), (dst_t, dst_k), "calls")
     matcher = PathMatcher(files)
     for item in items:
         if item.type == "task":
