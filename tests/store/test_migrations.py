@@ -273,3 +273,49 @@ def test_split_sql() -> None:
     with pytest.raises(MigrationError):
         split_sql("CREATE TABLE a (x INTEGER);\nCREATE TABLE b (")
     assert split_sql("-- only a comment\n\n") == []
+
+
+def test_split_sql_dollar_quoted_bodies() -> None:
+    """PostgreSQL function bodies: ';' and quotes inside $$ or $tag$ are the body's."""
+    script = (
+        "CREATE FUNCTION f() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+        "BEGIN\n"
+        "  UPDATE t SET x = 'it''s; fine' WHERE y = 1;\n"
+        "  RAISE NOTICE 'unbalanced '' quote; and -- not a comment';\n"
+        "  RETURN NULL;\n"
+        "END\n"
+        "$$;\n"
+        "CREATE FUNCTION g() RETURNS int LANGUAGE sql AS $body$ SELECT 1; SELECT $$x;$$::int"
+        " $body$;\n"
+        "CREATE TRIGGER tr AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION f();\n"
+        "CREATE TRIGGER tr2 AFTER UPDATE OF x ON t FOR EACH ROW\n"
+        "    WHEN (OLD.x IS DISTINCT FROM NEW.x) EXECUTE PROCEDURE f();\n"
+        "SELECT a$b$c, $1, 'a $$ b', \"q$$\" FROM t; -- $$ in a comment\n"
+        "SELECT 2;\n"
+    )
+    out = split_sql(script)
+    assert len(out) == 6, out
+    assert out[0].startswith("CREATE FUNCTION f()") and out[0].endswith("$$;")
+    assert "RETURN NULL;" in out[0]
+    assert out[1].endswith("$body$;")
+    assert out[2].startswith("CREATE TRIGGER tr ") and out[2].endswith("f();")
+    assert out[3].startswith("CREATE TRIGGER tr2") and out[3].endswith("PROCEDURE f();")
+    assert out[4].startswith("SELECT a$b$c") and out[4].endswith("FROM t;")
+    assert out[5].endswith("SELECT 2;")
+    # An unterminated dollar quote is an incomplete statement, not a split point.
+    with pytest.raises(MigrationError):
+        split_sql("CREATE FUNCTION f() AS $$ BEGIN; END;")
+    with pytest.raises(MigrationError):
+        split_sql("CREATE FUNCTION f() AS $a$ x; $b$;")
+    # SQLite trigger bodies still end at END.
+    assert len(split_sql("CREATE TRIGGER t AFTER INSERT ON a BEGIN SELECT 1; SELECT 2; END;"
+                         " SELECT 3;")) == 2
+
+
+def test_builtin_migrations_split_into_whole_statements() -> None:
+    for dialect in ("sqlite", "postgresql"):
+        for m in MigrationRegistry(dialect).all():
+            for stmt in split_sql(m.sql):
+                body = "\n".join(ln for ln in stmt.splitlines()
+                                 if not ln.strip().startswith("--"))
+                assert body.rstrip().endswith(";"), (dialect, m.name, stmt[-80:])

@@ -2,10 +2,13 @@
 zstd-compressed files, and brought back on demand.
 
 A session is archived when it is finished (completed or failed) and nothing of
-it -- the session row, its tasks, its context items -- changed for
-``cold_retention_days``. Its rows (session, tasks, context, state snapshots, and
-which decisions and recovery points pointed at it) become one JSON document,
-compressed into ``<session_id>.<checksum prefix>.skarc``. The audit log stays
+it -- the session row, its tasks, its context items and their relations --
+changed for ``cold_retention_days``. Its rows (session, tasks, context, the relations
+between its items, state snapshots, and which decisions and recovery points
+pointed at it) become one JSON document with the full content its items link
+to (the blobs' bytes: deleting the session drops its references, and a blob
+no other row uses is deleted with them), compressed into
+``<session_id>.<checksum prefix>.skarc``. The audit log stays
 in the database: it is the change log, and it records the move itself
 (``archive``, ``restore`` and ``purge`` events).
 
@@ -32,7 +35,9 @@ came back to, so it belongs in the database again, and restoring it is the
 only way its tasks and context become queryable.
 
 The file format is portable between backends: timestamps are ISO-8601 UTC
-strings, JSON columns their JSON text, binary columns base64.
+strings, JSON columns their JSON text, binary columns base64. Format 2 added
+``context_relations``, ``context_content`` and ``blobs``; a format 1 file
+restores with none of them.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import base64
 import builtins
 import contextlib
 import functools
+import logging
 import os
 import secrets
 import struct
@@ -66,8 +72,10 @@ from statekeep.errors import (
 from statekeep.ids import validate_id
 from statekeep.models import Session
 from statekeep.store.base import Connection
+from statekeep.store.blobs import verified_blob
 from statekeep.store.context import CONTEXT_COLS
 from statekeep.store.protocol import Store
+from statekeep.store.relations import RELATION_COLS
 from statekeep.store.sessions import SESSION_COLS
 from statekeep.store.sqlite import sqlite_path
 from statekeep.store.tasks import TASK_COLS
@@ -80,8 +88,12 @@ __all__ = [
     "default_archive_dir",
 ]
 
+log = logging.getLogger("statekeep.memory")
+
 MAGIC: Final = b"SKARC\x00"
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
+#: Formats this version reads: 1 lacks the context engine's tables.
+_READABLE_FORMATS: Final = frozenset({1, 2})
 #: magic, format version, uncompressed length, sha256 of the uncompressed payload.
 _HEADER = struct.Struct(f">{len(MAGIC)}sBQ32s")
 SUFFIX: Final = ".skarc"
@@ -124,6 +136,11 @@ _CONTEXT = _Table("context", _cols(CONTEXT_COLS), _TS | {"last_accessed", "expir
 _SNAPSHOTS = _Table("state_snapshots", _cols(SNAPSHOT_COLS), frozenset({"created_at"}),
                     binary=frozenset({"state_data"}))
 _CHILD_TABLES = (_TASKS, _CONTEXT, _SNAPSHOTS)
+_RELATIONS = _Table("context_relations", _cols(RELATION_COLS), frozenset({"created_at"}),
+                    frozenset({"metadata"}))
+_CONTENT = _Table("context_content", ("context_id", "session_id", "blob_hash"))
+#: The context engine's rows (format 2), each with the column it is ordered by.
+_LINK_TABLES = ((_RELATIONS, "id"), (_CONTENT, "context_id"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,27 +254,31 @@ class ArchiveTier:
         """Finished sessions whose last activity is older than the cold retention.
 
         Last activity is the latest ``updated_at`` of the session, its tasks and
-        its context items; the filter runs in one query, on the indexes.
+        its context items, or the creation of one of its context relations; the
+        filter runs in one query, on the indexes.
         """
         st = self.store
         cutoff = st.ts(self._now(now) - self.cold_retention)
         sql = (
             "SELECT s.id, s.user_id, s.status, s.updated_at,"
             " (SELECT MAX(t.updated_at) FROM tasks t WHERE t.session_id = s.id),"
-            " (SELECT MAX(c.updated_at) FROM context c WHERE c.session_id = s.id)"
+            " (SELECT MAX(c.updated_at) FROM context c WHERE c.session_id = s.id),"
+            " (SELECT MAX(r.created_at) FROM context_relations r WHERE r.session_id = s.id)"
             " FROM sessions s"
             " WHERE s.status IN ('completed', 'failed') AND s.updated_at < ?"
             " AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.session_id = s.id"
             " AND t.updated_at >= ?)"
             " AND NOT EXISTS (SELECT 1 FROM context c WHERE c.session_id = s.id"
             " AND c.updated_at >= ?)"
+            " AND NOT EXISTS (SELECT 1 FROM context_relations r WHERE r.session_id = s.id"
+            " AND r.created_at >= ?)"
             " ORDER BY s.updated_at, s.id"
         )
         with st.reading() as conn:
-            rows = conn.execute(sql, (cutoff, cutoff, cutoff)).fetchall()
+            rows = conn.execute(sql, (cutoff, cutoff, cutoff, cutoff)).fetchall()
         return [
             ArchiveCandidate(str(r[0]), str(r[1]), str(r[2]),
-                             max(st.ts_out(v) for v in r[3:6] if v is not None))
+                             max(st.ts_out(v) for v in r[3:7] if v is not None))
             for r in rows
         ]
 
@@ -282,7 +303,17 @@ class ArchiveTier:
                 report.failed.append((cand.session_id, str(exc)))
             if progress is not None:
                 progress(done, len(todo))
+        if report.archived:
+            self._index_catch_up()
         return report
+
+    def _index_catch_up(self) -> None:
+        """Let SQLite's search index forget the archived rows now, rather than
+        keep their terms queued until the next search."""
+        try:
+            self.store.sync_search()
+        except StatekeepError:  # the archive itself committed; the next search retries
+            log.warning("search index catch-up after archiving failed", exc_info=True)
 
     def _archive_one(self, cand: ArchiveCandidate, at: datetime) -> ArchivedSession:
         st = self.store
@@ -425,6 +456,20 @@ class ArchiveTier:
                 f"SELECT {', '.join(table.cols)} FROM {table.name}"
                 f" WHERE session_id = ? ORDER BY id{suffix}", (sid,)).fetchall()
             doc[table.name] = [self._row_out(table, r) for r in rows]
+        for table, order in _LINK_TABLES:
+            rows = conn.execute(
+                f"SELECT {', '.join(table.cols)} FROM {table.name}"
+                f" WHERE session_id = ? ORDER BY {order}{suffix}", (sid,)).fetchall()
+            doc[table.name] = [self._row_out(table, r) for r in rows]
+        # The content's bytes, verified: a damaged blob fails the archive (the
+        # session stays) instead of being carried into the file.
+        doc["blobs"] = [
+            [str(r[0]), st.ts_out(r[2]).isoformat(),
+             base64.b64encode(verified_blob(str(r[0]), bytes(r[1]))).decode("ascii")]
+            for r in conn.execute(
+                "SELECT hash, data, created_at FROM content_blobs WHERE hash IN"
+                " (SELECT blob_hash FROM context_content WHERE session_id = ?) ORDER BY hash",
+                (sid,)).fetchall()]
         doc["decision_links"] = [
             [str(r[0]), r[1]] for r in conn.execute(
                 f"SELECT id, task_id FROM decisions WHERE session_id = ? ORDER BY id{suffix}",
@@ -552,7 +597,7 @@ class ArchiveTier:
                     (session_id,)).fetchone()
                 if row is None or str(row[0]) != entry.checksum:
                     raise NotFoundError("archived session", session_id)  # restored meanwhile
-                self._insert_rows(conn, doc)
+                self._insert_rows(conn, doc, entry.path)
                 conn.execute("DELETE FROM archive_index WHERE session_id = ?", (session_id,))
                 session = st.session_row(conn.execute(
                     f"SELECT {SESSION_COLS} FROM sessions WHERE id = ?",
@@ -568,8 +613,9 @@ class ArchiveTier:
                 f" ({exc})") from None
         return session
 
-    def _insert_rows(self, conn: Connection, doc: dict[str, Any]) -> None:
-        """Insert the document's rows; task parents are linked once every task exists."""
+    def _insert_rows(self, conn: Connection, doc: dict[str, Any], path: Path) -> None:
+        """Insert the document's rows; task parents are linked once every task exists,
+        blobs are stored before the content rows that count references to them."""
         sql = {t.name: f"INSERT INTO {t.name} ({', '.join(t.cols)})"
                        f" VALUES ({', '.join('?' * len(t.cols))})"
                for t in (_SESSIONS, *_CHILD_TABLES)}
@@ -585,6 +631,18 @@ class ArchiveTier:
             rows = [self._row_in(table, r) for r in doc[table.name]]
             if rows:
                 conn.executemany(sql[table.name], rows)
+        st = self.store
+        for digest, created, b64 in doc.get("blobs", []):
+            stored = st.ensure_blob(conn, base64.b64decode(b64),
+                                    created_at=datetime.fromisoformat(created))
+            if stored != digest:
+                raise ArchiveCorruptError(f"archive file {path} is corrupt: blob {digest}"
+                                          " does not match its hash", path=str(path))
+        for table, _ in _LINK_TABLES:
+            rows = [self._row_in(table, r) for r in doc.get(table.name, [])]
+            if rows:
+                conn.executemany(f"INSERT INTO {table.name} ({', '.join(table.cols)})"
+                                 f" VALUES ({', '.join('?' * len(table.cols))})", rows)
         sid = doc["session"]["id"]
         for decision_id, task_id in doc["decision_links"]:
             conn.execute("UPDATE decisions SET session_id = ?, task_id = ?"
@@ -668,8 +726,9 @@ def _read_file(path: Path, expected: str) -> bytes:
     magic, version, length, digest = _HEADER.unpack_from(blob)
     if magic != MAGIC:
         raise corrupt("not a statekeep archive (bad magic)")
-    if version != FORMAT_VERSION:
-        raise corrupt(f"format version {version} is not {FORMAT_VERSION}")
+    if version not in _READABLE_FORMATS:
+        raise corrupt(f"format version {version} is not one this statekeep reads"
+                      f" ({', '.join(map(str, sorted(_READABLE_FORMATS)))})")
     if digest.hex() != expected:
         raise corrupt("its header checksum is not the one in the archive index")
     try:

@@ -6,6 +6,13 @@ lands on one row whatever codec the thresholds pick. Writers call
 row that holds it commit together) and :meth:`BlobStore.release_blob` when the
 row goes; the blob is deleted when its last reference is released.
 
+Context items link to their full content (a captured file's text) through
+``context_content`` instead: :meth:`BlobStore.attach_content` only makes sure
+the blob exists (:meth:`BlobStore.ensure_blob`, reference count untouched)
+and writes the link, and the table's triggers count the references. So every
+way a link can go -- replaced, its item or session deleted and the link
+removed by ON DELETE CASCADE -- releases the blob, with no Python on the path.
+
 Reads verify: the body is decompressed and hashed again, and a mismatch raises
 :class:`~statekeep.codec.CorruptDataError` -- damaged bytes are never handed
 back as if they were the value.
@@ -14,9 +21,11 @@ back as if they were the value.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 from statekeep import codec
-from statekeep.errors import InvalidIdError, NotFoundError
+from statekeep.errors import InvalidIdError, NotFoundError, ValidationError
+from statekeep.ids import validate_id
 from statekeep.store.base import Connection, StoreCore
 
 __all__ = ["BlobStats", "BlobStore", "validate_hash"]
@@ -91,6 +100,78 @@ class BlobStore(StoreCore):
         cur = conn.execute(
             "DELETE FROM content_blobs WHERE hash = ? AND ref_count = 0", (blob_hash,))
         return bool(cur.rowcount)
+
+    def ensure_blob(self, conn: Connection, data: bytes, *,
+                    created_at: datetime | None = None) -> str:
+        """Make sure ``data`` is stored, without adding a reference; returns its hash.
+
+        For links whose references the schema counts itself (``context_content``'s
+        triggers): the link written next in the same transaction takes the
+        reference. A blob inserted here by a transaction that rolls back goes
+        with it; one left unlinked by a transaction that committed keeps
+        ``ref_count`` 0 -- counted by :meth:`blob_stats`, reusable by the next
+        writer of the same bytes, and never deleted under a live reference.
+
+        On PostgreSQL an existing blob is read ``FOR KEY SHARE``: the row then
+        cannot be deleted (its last reference released by another transaction)
+        before this transaction's link to it commits. ``created_at`` (default:
+        now) dates a new blob -- a restored archive keeps its blobs' dates.
+        """
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"blob data must be bytes, not {type(data).__name__}")
+        raw = bytes(data)
+        digest = codec.checksum(raw)
+        lock = " FOR KEY SHARE" if self.dialect == "postgresql" else ""
+        packed: bytes | None = None
+        while True:
+            if conn.execute(f"SELECT 1 FROM content_blobs WHERE hash = ?{lock}",
+                            (digest,)).fetchone() is not None:
+                return digest
+            if packed is None:  # only a new blob pays for compression
+                packed = codec.compress(raw)
+            cur = conn.execute(
+                "INSERT INTO content_blobs (hash, data, size_bytes, stored_bytes, ref_count,"
+                " created_at) VALUES (?, ?, ?, ?, 0, ?) ON CONFLICT (hash) DO NOTHING",
+                (digest, packed, len(raw), len(packed), self.ts(created_at or self.now())))
+            if cur.rowcount == 1:
+                return digest
+            # Another writer inserted it since our read: read it again, locked.
+
+    def attach_content(self, conn: Connection, item_id: str, session_id: str,
+                       data: bytes) -> str:
+        """Link a context item to its full content, in the caller's transaction.
+
+        Replaces any content the item had (the old blob loses its reference,
+        and goes when that was the last). The item must exist in ``session_id``.
+        Returns the content's hash.
+        """
+        validate_id(item_id, "item_id")
+        validate_id(session_id, "session_id")
+        row = conn.execute(f"SELECT session_id FROM context WHERE id = ?{self.row_lock}",
+                           (item_id,)).fetchone()
+        if row is None:
+            raise NotFoundError("context item", item_id)
+        if row[0] != session_id:
+            raise ValidationError(f"context item {item_id!r} belongs to another session,"
+                                  f" not {session_id!r}", field="item_id")
+        digest = self.ensure_blob(conn, data)
+        conn.execute(
+            "INSERT INTO context_content (context_id, session_id, blob_hash) VALUES (?, ?, ?)"
+            " ON CONFLICT (context_id) DO UPDATE SET blob_hash = excluded.blob_hash"
+            " WHERE context_content.blob_hash <> excluded.blob_hash",
+            (item_id, session_id, digest))
+        return digest
+
+    def item_content(self, item_id: str) -> bytes | None:
+        """A context item's full content, verified; None when it has none."""
+        validate_id(item_id, "item_id")
+        row = self.query_one(
+            "SELECT b.hash, b.data FROM context_content cc"
+            " JOIN content_blobs b ON b.hash = cc.blob_hash WHERE cc.context_id = ?",
+            (item_id,))
+        if row is None:
+            return None
+        return verified_blob(str(row[0]), bytes(row[1]))
 
     def get_blob(self, blob_hash: str) -> bytes:
         """The uncompressed bytes, verified against their hash."""

@@ -44,8 +44,84 @@ _FILE_RE = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
 Step = Callable[[Connection], None]
 
 
+# What can hide a ';' in SQL text: strings, quoted identifiers and comments
+# (each possibly unterminated at the end of a chunk), and the opening of a
+# PostgreSQL dollar quote -- '$$' or '$tag$', not preceded by a word character
+# (``a$b`` is an identifier, ``$1`` a parameter).
+_SQL_TOKEN = re.compile(
+    r"'(?:[^']|'')*(?:'|\Z)"
+    r'|"(?:[^"]|"")*(?:"|\Z)'
+    r"|--[^\n]*"
+    r"|/\*.*?(?:\*/|\Z)"
+    r"|(?<![\w$])\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$",
+    re.S)
+# A PostgreSQL trigger runs a function; a SQLite one has a BEGIN ... END body.
+_PG_TRIGGER = re.compile(r"\bEXECUTE\s+(?:FUNCTION|PROCEDURE)\b", re.I)
+_TRIGGER = re.compile(r"\bTRIGGER\b", re.I)
+
+
+def _skeleton(chunk: str) -> str | None:
+    """``chunk`` with its strings, quoted identifiers, comments and dollar-quoted
+    bodies blanked out, or None while one of them is still open (the chunk's
+    last ';' is inside it).
+
+    sqlite3.complete_statement knows SQLite's trigger bodies but not
+    PostgreSQL's dollar-quoted function bodies, whose ';' (and unbalanced
+    quotes) it would take at face value; blanked, a body is one string.
+    """
+    out: list[str] = []
+    pos = 0
+    while (m := _SQL_TOKEN.search(chunk, pos)) is not None:
+        token = m.group()
+        out.append(chunk[pos:m.start()])
+        end = m.end()
+        if token.startswith("$"):
+            close = chunk.find(token, end)
+            if close < 0:
+                return None
+            end = close + len(token)
+            out.append("''")
+        elif token.startswith(("'", '"')):
+            if not _closed(token):
+                return None
+            out.append(token[0] * 2)
+        elif token.startswith("/*"):
+            if not token.endswith("*/") or len(token) < 4:
+                return None
+            out.append(" ")
+        else:  # -- comment to the end of its line
+            if end == len(chunk):
+                return None
+            out.append(" ")
+        pos = end
+    out.append(chunk[pos:])
+    return "".join(out)
+
+
+def _closed(token: str) -> bool:
+    """A quoted token ends with its closing quote, not with a doubled (escaped) one."""
+    body = token[1:]
+    run = len(body) - len(body.rstrip(token[0]))
+    return run % 2 == 1
+
+
+def _complete(chunk: str) -> bool:
+    """Whether ``chunk`` (cut just after a ';') is one or more whole statements."""
+    skeleton = _skeleton(chunk)
+    if skeleton is None:
+        return False
+    if _PG_TRIGGER.search(skeleton):
+        # complete_statement would wait for the END of a SQLite trigger body.
+        skeleton = _TRIGGER.sub("TRIGGER_", skeleton, count=1)
+    return sqlite3.complete_statement(skeleton)
+
+
 def split_sql(text: str) -> list[str]:
-    """Split a script into complete statements (comments and triggers aware)."""
+    """Split a script into complete statements.
+
+    Aware of comments, strings, SQLite trigger bodies (``BEGIN ... END;``) and
+    PostgreSQL dollar-quoted bodies (``$$ ... $$``, ``$tag$ ... $tag$``).
+    """
     statements: list[str] = []
     buf: list[str] = []
     # Cut after every ';' (not every line): two statements may share a line, and
@@ -53,7 +129,7 @@ def split_sql(text: str) -> list[str]:
     for piece in re.split(r"(?<=;)", text):
         buf.append(piece)
         chunk = "".join(buf)
-        if sqlite3.complete_statement(chunk):
+        if _complete(chunk):
             stmt = chunk.strip()
             body = "\n".join(ln for ln in stmt.splitlines()
                              if not ln.strip().startswith("--")).strip()

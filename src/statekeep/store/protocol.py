@@ -1,7 +1,11 @@
 """The ``Store`` interface every backend implements.
 
 ``Store`` is the composed abstract class: transaction machinery
-(:mod:`~statekeep.store.base`) plus one small module per entity. A backend
+(:mod:`~statekeep.store.base`) plus one small module per entity -- sessions,
+tasks, context, decisions and preferences, the audit log, content blobs,
+context relations (:mod:`~statekeep.store.relations`) and full-text search
+(:mod:`~statekeep.store.search`, which also keeps SQLite's search index in
+step at the end of every write transaction). A backend
 subclasses it and supplies only connections, value conversion, error
 translation and health checks -- see :mod:`statekeep.store.sqlite` and
 :mod:`statekeep.store.postgres`.
@@ -18,12 +22,15 @@ from statekeep.store.audit import AuditStore
 from statekeep.store.base import utcnow
 from statekeep.store.blobs import BlobStore
 from statekeep.store.context import AccessLog
+from statekeep.store.relations import RelationStore
+from statekeep.store.search import SearchStore
 
 __all__ = ["Store"]
 
 
-class Store(AuditStore, BlobStore):
-    """Sessions, tasks, context, decisions, preferences and the audit log."""
+class Store(AuditStore, BlobStore, RelationStore, SearchStore):
+    """Sessions, tasks, context (with relations, content and search), decisions,
+    preferences, blobs and the audit log."""
 
     def __init__(self, config: StateConfig, *, clock: Callable[[], datetime] = utcnow) -> None:
         super().__init__(config, clock=clock)
