@@ -51,15 +51,14 @@ from statekeep.cli.shared import (
 )
 from statekeep.config import StateConfig
 from statekeep.errors import CaptureError, StatekeepError
-from statekeep.models import SessionStatus, TaskStatus
+from statekeep.models import ContextItem, SessionStatus, TaskStatus
 from statekeep.store.context import ContextInput
 from statekeep.system import StateSystem
 
 __all__ = ["AGENT_DAY", "DEMO_STEPS", "DemoRun", "main", "run_demo", "run_worker"]
 
 USER = "alice"
-#: Context types the folder capture writes (summarised, not listed, in the demo).
-_CAPTURED_TYPES = frozenset({"file", "git", "environment", "workspace"})
+
 #: The demo captures a real folder; a bigger one is skipped, not waited for.
 DEMO_MAX_FILES = 5000
 #: Seconds the child pauses after each narrated action when someone is watching.
@@ -378,9 +377,8 @@ def show_survivors(run: DemoRun) -> None:
               "decisions": len(decisions)}
     out.print(render.session_panel(session, counts))
     out.print(render.task_tree(trees, title="task tree", show_ids=False))
-    captured = [c for c in context if c.context_type in _CAPTURED_TYPES]
-    out.print(render.context_table([c for c in context
-                                    if c.context_type not in _CAPTURED_TYPES]))
+    captured = [c for c in context if _was_captured(c)]
+    out.print(render.context_table([c for c in context if not _was_captured(c)]))
     if captured:
         out.print(Text(f"  …and {len(captured)} items captured from the folder"
                        " (files, git state, environment)", style="dim"))
@@ -429,6 +427,14 @@ def show_brief(run: DemoRun) -> None:
     else:
         out.print(Text(brief.text.rstrip()))
     out.print(Text(f"{brief.tokens} of {brief.budget} tokens (estimated)", style="dim"))
+
+
+def _was_captured(item: ContextItem) -> bool:
+    """Written by the folder capture (summarised in the demo, not listed)."""
+    value = item.context_value
+    return ((item.context_type, item.context_key) in
+            {("git", "git"), ("environment", "env"), ("workspace", "root")}
+            or (item.context_type == "file" and isinstance(value, dict) and "sha256" in value))
 
 
 #: The parent's steps, in order, with the title shown above each.

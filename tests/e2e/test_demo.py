@@ -133,3 +133,36 @@ def test_worker_failure_is_a_one_line_error(tmp_path: Path) -> None:
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+
+
+def test_demo_captures_a_real_folder_and_shows_the_brief(tmp_path: Path) -> None:
+    from sample_workspace import make_workspace
+
+    ws = make_workspace(tmp_path / "project")
+    db = tmp_path / "demo.db"
+    done, _ = run_demo(str(ws), "--db", str(db))
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert re.search(r"captured \d+ files of project with \d+ relations", out), out
+    assert "relations found in the captured folder" in out
+    assert "src/shop/checkout.py" in out and "dependency" in out
+    assert "Picking the work back up" in out and "# Resuming session" in out
+    assert "## Active tasks" in out and "tokens (estimated)" in out
+    with StateSystem(StateConfig(db=str(db))) as sk:
+        (session,) = sk.list_sessions().items
+        keys = {(c.context_type, c.context_key) for c in sk.list_context(session.id)}
+        assert ("file", "src/shop/pricing.py") in keys and ("git", "git") in keys
+        assert ("file", "build/out.txt") not in keys  # .gitignore honoured
+        assert sk.relations(session.id)
+        review = [t for t in sk.list_tasks(session.id) if t.type == "review"]
+        assert review and "src/shop/models.py" in (review[0].description or "")
+
+
+def test_demo_without_capture(tmp_path: Path) -> None:
+    db = tmp_path / "demo.db"
+    done, _ = run_demo("--no-capture", "--db", str(db))
+    assert done.returncode == 0, done.stderr
+    assert "captured" not in done.stdout and "# Resuming session" in done.stdout
+    with StateSystem(StateConfig(db=str(db))) as sk:
+        (session,) = sk.list_sessions().items
+        assert not sk.relations(session.id)

@@ -6,10 +6,10 @@ punctuation, so ``{"lines": 3}`` is not found by "lines".
 
 * SQLite: the FTS5 table ``context_fts`` (porter stemming, unicode61 tokens),
   ranked by bm25. Triggers on ``context`` queue the rows a write changed, and
-  :meth:`SearchStore.sync_search` indexes the queue in one set-based pass
-  before every search, so a search always sees every committed write, while
-  a write pays only for queueing (see the 0003 migration for why the index is
-  not written row by row). Reads other than search never wait for it.
+  :meth:`SearchStore.sync_search` indexes the queue in one set-based pass --
+  before every search and every snapshot, so a search always sees every
+  committed write, while a write pays only for queueing (see the 0003
+  migration for why the index is not written row by row).
 * PostgreSQL: the generated ``context.search_vector`` column with a GIN index,
   ranked by ``ts_rank_cd``.
 
@@ -23,6 +23,8 @@ text by design.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,6 +169,17 @@ class SearchStore(ContextStore):
             return 0
         with self.atomic() as conn:
             return self._apply_queue(conn)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """:meth:`StoreCore.snapshot`, with SQLite's search index brought up to
+        date first: a read-only snapshot cannot catch it up itself, and a search
+        inside one must see the items the snapshot sees. Free when nothing is
+        queued (one indexed probe), and on PostgreSQL."""
+        if self._tx.conn is None:
+            self.sync_search()
+        with super().snapshot() as conn:
+            yield conn
 
     def search_context(self, query: str, *, session_id: str | None = None, limit: int = 20,
                        candidates: int = 200) -> list[SearchHit]:

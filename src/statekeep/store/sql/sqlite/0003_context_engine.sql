@@ -72,7 +72,7 @@ CREATE VIRTUAL TABLE context_fts USING fts5(
 -- segment flush that halves the rate of single writes. The triggers queue the changed rows
 -- instead -- rows to index, and the columns a row had when it was indexed --
 -- and Store.sync_search indexes both queues with set-based statements before
--- every search, so a search still sees every committed write.
+-- every search (and snapshot), so a search still sees every committed write.
 -- A row may sit in both queues (re-indexed after an update): the old terms
 -- are removed first.
 CREATE TABLE context_fts_pending (
