@@ -113,6 +113,7 @@ def add_other_sessions(db: str, n: int) -> None:
 
 def record_sql(sk: StateSystem, sid: str) -> list[str]:
     """The statements one cold reconstruction runs, parameters inlined."""
+    sk.context.reconstruct_context(sid)  # one-time work (search index catch-up) first
     conn: Any = sk.store._acquire()
     statements: list[str] = []
     conn.set_trace_callback(statements.append)
@@ -121,7 +122,8 @@ def record_sql(sk: StateSystem, sid: str) -> list[str]:
     finally:
         conn.set_trace_callback(None)
         sk.store._release(conn)
-    return statements
+    # Statements run inside virtual tables arrive as "-- ..." comments: not ours.
+    return [s for s in statements if not s.lstrip().startswith("--")]
 
 
 def replay(db: str, statements: Sequence[str], stack: ExitStack) -> Run:

@@ -73,8 +73,8 @@ class PathMatcher:
     def __init__(self, paths: Iterable[str]) -> None:
         self._paths = set(paths)
         self._by_name: dict[str, list[str]] = {}
-        for p in sorted(self._paths):
-            self._by_name.setdefault(posixpath.basename(p), []).append(p)
+        for p in self._paths:  # order is irrelevant: only a single hit is used
+            self._by_name.setdefault(p.rpartition("/")[2], []).append(p)
 
     def find(self, text: str) -> set[str]:
         found: set[str] = set()

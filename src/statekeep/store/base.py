@@ -247,6 +247,11 @@ class StoreCore(ABC):
         finally:
             self._release(conn)
 
+    #: SQL for the hours from ``{col}`` to a ``?`` parameter (the current time);
+    #: the relevance ranking reads ages from the database rather than parsing
+    #: thousands of timestamps in Python. Dialects override.
+    hours_since_sql = "(julianday(?) - julianday({col})) * 24.0"
+
     #: How :meth:`snapshot` opens a read-only transaction (dialects override).
     snapshot_begin = "BEGIN"
 

@@ -210,6 +210,7 @@ class PostgresStore(Store):
         conn.raw = fresh
 
     snapshot_begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+    hours_since_sql = "EXTRACT(EPOCH FROM (?::timestamptz - {col}))::float8 / 3600.0"
 
     def _begin(self, conn: Connection) -> None:
         pg = cast(_PgConnection, conn)
