@@ -89,3 +89,45 @@ def test_an_archived_session_is_restored_on_read(db_url: str, clock: Any) -> Non
         assert not sk.archive.is_archived(session.id)
         item = sk.get_context(session.id, "note", "plan")
         assert item is not None and item.context_value == ["keep"]
+
+
+def test_reconstruction_is_shared_through_redis_and_never_stale(
+        pair: tuple[StateSystem, StateSystem]) -> None:
+    a, b = pair
+    session = a.create_session("alice")
+    a.set_context(session.id, "note", "plan", "lexer first")
+    warm = a.cache_layer
+    assert warm is not None
+    # The write's own invalidation (echoed by the bus) and the warm tier's
+    # tombstone after it refuse warm fills for a moment; then a build is shared.
+    assert a.hot is not None
+
+    def shared_build() -> bool:
+        a.hot.clear()  # type: ignore[union-attr]
+        a.reconstruct_context(session.id)
+        return warm.get(f"recon:{session.id}") is not None
+    eventually(shared_build, within=6)
+    built = a.reconstruct_context(session.id)
+    assert b.hot is not None
+    b.hot.clear()  # b's first read must come from Redis, not its own build
+    shared = b.reconstruct_context(session.id)
+    assert shared == built and shared is not built
+    assert shared.built_at == built.built_at  # the same build, not a rebuild
+
+    a.set_context(session.id, "note", "plan", "parser first")
+
+    def fresh() -> bool:
+        ctx = b.reconstruct_context(session.id)
+        return [r.item.context_value for r in ctx.recent_context] == ["parser first"]
+    eventually(fresh)
+    for _ in range(20):
+        assert fresh()
+
+    # A preference change names no session: the warm entry's stamp catches it.
+    before = b.reconstruct_context(session.id)
+    assert before.preferences == ()
+    a.set_preference("alice", "style", "quotes", "double")
+    eventually(lambda: len(b.reconstruct_context(session.id).preferences) == 1)
+    if b.hot is not None:
+        b.hot.clear()  # and from Redis too: a stale warm entry fails its stamp
+    assert len(b.reconstruct_context(session.id).preferences) == 1
