@@ -34,6 +34,8 @@ context_app = typer.Typer(help="Read and write a session's context items.",
 
 SessionArg = Annotated[str, typer.Argument(metavar="SESSION_ID", help="Session id.",
                                            show_default=False)]
+TypeArg = Annotated[str, typer.Argument(metavar="TYPE", help="Context type.")]
+KeyArg = Annotated[str, typer.Argument(metavar="KEY", help="Context key.")]
 
 
 # -- sessions ------------------------------------------------------------------
@@ -176,8 +178,8 @@ def context_list(
 def context_get(
     ctx: typer.Context,
     session_id: SessionArg,
-    context_type: Annotated[str, typer.Argument(metavar="TYPE", help="Context type.")],
-    key: Annotated[str, typer.Argument(metavar="KEY", help="Context key.")],
+    context_type: TypeArg,
+    key: KeyArg,
     json: JsonOption = False,
     db: DbOption = None,
     config: ConfigOption = None,
@@ -202,8 +204,8 @@ def context_get(
 def context_set(
     ctx: typer.Context,
     session_id: SessionArg,
-    context_type: Annotated[str, typer.Argument(metavar="TYPE", help="Context type.")],
-    key: Annotated[str, typer.Argument(metavar="KEY", help="Context key.")],
+    context_type: TypeArg,
+    key: KeyArg,
     value: Annotated[str, typer.Argument(metavar="VALUE",
                                          help="The value, as JSON (see --string).")],
     string: Annotated[bool, typer.Option(

@@ -14,7 +14,7 @@ import typer
 from rich.markdown import Markdown
 from rich.text import Text
 
-from statekeep.cli.browse import SessionArg, context_app
+from statekeep.cli.browse import KeyArg, SessionArg, TypeArg, context_app
 from statekeep.cli.render import listing
 from statekeep.cli.shared import (
     ConfigOption,
@@ -135,8 +135,8 @@ def search(
 def explain(
     ctx: typer.Context,
     session_id: SessionArg,
-    context_type: Annotated[str, typer.Argument(metavar="TYPE", help="Context type.")],
-    key: Annotated[str, typer.Argument(metavar="KEY", help="Context key.")],
+    context_type: TypeArg,
+    key: KeyArg,
     json: JsonOption = False,
     db: DbOption = None,
     config: ConfigOption = None,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,6 @@ from statekeep.store.protocol import Store
 __all__ = [
     "CaptureReport",
     "Progress",
-    "element_ids",
     "read_paths",
     "refresh_relations",
     "require_session",
@@ -192,13 +191,6 @@ def refresh_relations(store: Store, conn: Connection, session_id: str) -> tuple[
                 for s in dirty for dst, kind, strength in sorted(wanted.get(s, ()))]
     store.replace_relations(conn, session_id, dirty, DERIVED_TYPES, new_rows)
     return added, removed
-
-
-def element_ids(store: Store, session_id: str,
-                keys: Sequence[tuple[str, str]]) -> Mapping[tuple[str, str], str]:
-    """Ids of stored items by (type, key); missing keys are left out."""
-    with store.reading() as conn:
-        return {k: v[0] for k, v in _stored(store, conn, session_id, list(keys)).items()}
 
 
 def require_session(store: Store, session_id: str) -> None:
