@@ -23,9 +23,19 @@ import platformdirs
 
 from statekeep.errors import ConfigError
 
-__all__ = ["Durability", "StateConfig", "default_config_path", "default_db_path"]
+__all__ = [
+    "SYNC_RULE_STRATEGIES",
+    "Durability",
+    "StateConfig",
+    "default_config_path",
+    "default_db_path",
+]
 
 Durability = Literal["process", "power"]
+
+#: What a sync rule may name: strategies, never code (see docs/sync.md).
+SYNC_RULE_STRATEGIES = frozenset(
+    {"last_write_wins", "keep_current", "merge", "user_decides", "max", "min"})
 
 ENV_PREFIX = "STATEKEEP_"
 MB = 1024 * 1024
@@ -111,6 +121,32 @@ class StateConfig:
     #: Default size of the resume brief, in (estimated) tokens.
     brief_budget_tokens: int = 2000
 
+    # sync (seed 6.1/6.2)
+    #: Key patterns (shell-style) whose conflicts always go to a person.
+    sync_critical_keys: tuple[str, ...] = ("critical.*",)
+    #: Conflict rules as "pattern=strategy", first match wins; strategies are
+    #: names from SYNC_RULE_STRATEGIES. In the environment: comma-separated.
+    sync_rules: tuple[str, ...] = ()
+    #: Notifications queued per subscriber; beyond it new ones are dropped and
+    #: counted, so a slow subscriber never holds up a writer.
+    sync_queue_size: int = 1000
+    #: How often (seconds) a process with neither Redis nor PostgreSQL reads
+    #: the audit log for the changes of other processes.
+    sync_poll_interval: float = 0.05
+
+    # learning (decisions and preferences)
+    #: Evidence loses half its weight in this many days.
+    preference_half_life_days: float = 30.0
+    #: Weight of one observation: an accepted decision, a user override, an
+    #: explicit setting.
+    preference_accept_weight: float = 1.0
+    preference_override_weight: float = 3.0
+    preference_explicit_weight: float = 5.0
+    #: should_act_autonomously says yes at or above this confidence.
+    autonomy_threshold: float = 0.8
+    #: How many recent decisions of a type are compared for nearness.
+    similar_decisions_scan: int = 500
+
     def __post_init__(self) -> None:
         # Checked here, not only in load(): StateConfig(...) and replace() are
         # used directly, and a wrong type would otherwise fail far from its cause.
@@ -129,6 +165,20 @@ class StateConfig:
             raise ConfigError("relevance_decay_per_hour must be in (0, 1]")
         if self.graph_depth > 10:
             raise ConfigError("graph_depth must be at most 10")
+        for rule in self.sync_rules:
+            pattern, sep, strategy = rule.rpartition("=")
+            if not sep or not pattern.strip() or strategy.strip() not in SYNC_RULE_STRATEGIES:
+                raise ConfigError(
+                    f"sync rule {rule!r} must be 'pattern=strategy' with a strategy from "
+                    f"{', '.join(sorted(SYNC_RULE_STRATEGIES))}")
+        if any(not p.strip() for p in self.sync_critical_keys):
+            raise ConfigError("sync_critical_keys must not hold empty patterns")
+        if not 0.0 <= self.autonomy_threshold <= 1.0:
+            raise ConfigError("autonomy_threshold must be in [0, 1]")
+        if self.preference_half_life_days <= 0:
+            raise ConfigError("preference_half_life_days must be positive")
+        if self.sync_queue_size < 1:
+            raise ConfigError("sync_queue_size must be at least 1")
         if self.pool_max_size < max(1, self.pool_min_size):
             raise ConfigError("pool_max_size must be >= pool_min_size and >= 1")
 
@@ -163,6 +213,8 @@ class StateConfig:
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
         for name, value in values.items():
+            if isinstance(value, list):  # a TOML array
+                value = values[name] = tuple(value)
             _check_type(name, value, hints[name])
         return cls(**values)
 
@@ -192,6 +244,8 @@ def _coerce(name: str, raw: str, hint: Any) -> Any:
             return int(raw)
         if hint is float:
             return float(raw)
+        if text.startswith("tuple"):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
     except ValueError:
         raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {text}") from None
     if "None" in text and raw == "":
@@ -206,6 +260,8 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif hint is float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif str(hint).startswith("tuple"):
+        ok = isinstance(value, tuple) and all(isinstance(v, str) for v in value)
     else:  # str, an optional str, or a Literal of strings
         ok = isinstance(value, str) or (value is None and "None" in str(hint))
     if not ok:

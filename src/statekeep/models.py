@@ -19,12 +19,15 @@ from statekeep.errors import InvalidStatusError, InvalidTransitionError
 
 __all__ = [
     "AuditEvent",
+    "ConflictStatus",
     "ContextItem",
     "Decision",
     "Page",
     "Preference",
     "Session",
     "SessionStatus",
+    "SyncConflict",
+    "SyncEntry",
     "Task",
     "TaskStatus",
     "TaskTree",
@@ -154,7 +157,10 @@ class _Record:
         type, so a JSON document from elsewhere cannot smuggle in attributes.
         """
         kwargs: dict[str, Any] = {}
+        optional = _defaulted(cast(Hashable, cls))
         for name, kind in _field_kinds(cast(Hashable, cls)).items():
+            if name not in data and name in optional:
+                continue  # written before the field existed: its default
             value = data[name]
             if value is not None and kind is not None:
                 value = datetime.fromisoformat(value) if kind is datetime else kind(value)
@@ -163,6 +169,13 @@ class _Record:
 
 
 R = TypeVar("R", bound=_Record)
+
+
+@functools.cache
+def _defaulted(record: Hashable) -> frozenset[str]:
+    """The fields with defaults: added later, so older documents may lack them."""
+    return frozenset(f.name for f in dataclasses.fields(cast(type, record))
+                     if f.default is not dataclasses.MISSING)
 
 
 @functools.cache
@@ -271,6 +284,10 @@ class Decision(_Record):
     feedback_score: float | None
     reasoning: Any
     created_at: datetime
+    #: The context the decision was made in (canonical JSON), kept so that
+    #: similar past decisions can be found by nearness; None when only a
+    #: hash was given.
+    context: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +304,55 @@ class Preference(_Record):
     last_observed: datetime
     created_at: datetime
     updated_at: datetime
+    #: The Beta distribution behind ``confidence``: decayed weights of the
+    #: observations for and against ``preference_value`` (docs/learning.md).
+    evidence_for: float = 1.0
+    evidence_against: float = 1.0
+
+
+class ConflictStatus(StrEnum):
+    """Lifecycle of a conflict left to a person."""
+
+    PENDING = "pending"
+    RESOLVED = "resolved"
+    #: A newer proposal from the same component replaced it.
+    SUPERSEDED = "superseded"
+
+    @classmethod
+    def parse(cls, value: object, field: str = "status") -> ConflictStatus:
+        return _parse_enum(cls, value, field)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncEntry(_Record):
+    """One synchronised key: its value, version and the component that wrote it."""
+
+    scope: str
+    key: str
+    value: Any
+    version: int
+    component: str
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SyncConflict(_Record):
+    """A concurrent modification left to a person (``user_decides``)."""
+
+    id: str
+    scope: str
+    key: str
+    component: str
+    base_version: int
+    current_version: int
+    current_value: Any
+    proposed_value: Any
+    status: ConflictStatus
+    resolution: str | None
+    resolved_value: Any
+    resolved_by: str | None
+    created_at: datetime
+    resolved_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,11 +20,12 @@ __all__ = ["LearningStore"]
 
 DECISION_COLS = (
     "id, session_id, task_id, decision_type, context_hash, decision_made, confidence,"
-    " autonomous, user_override, outcome, feedback_score, reasoning, created_at"
+    " autonomous, user_override, outcome, feedback_score, reasoning, created_at, context"
 )
 PREFERENCE_COLS = (
     "id, user_id, preference_type, preference_key, preference_value, confidence,"
-    " observation_count, last_observed, created_at, updated_at"
+    " observation_count, last_observed, created_at, updated_at, evidence_for,"
+    " evidence_against"
 )
 _HASH_CHARS = frozenset("0123456789abcdef")
 
@@ -63,7 +64,7 @@ class LearningStore(ContextStore):
             context_hash=row[4], decision_made=row[5], confidence=row[6],
             autonomous=bool(row[7]), user_override=bool(row[8]), outcome=row[9],
             feedback_score=row[10], reasoning=self.json_col(row[11]),
-            created_at=self.ts_out(row[12]),
+            created_at=self.ts_out(row[12]), context=self.json_col(row[13]),
         )
 
     def preference_row(self, row: Any) -> Preference:
@@ -72,6 +73,7 @@ class LearningStore(ContextStore):
             preference_value=self.json_out(row[4]), confidence=row[5],
             observation_count=row[6], last_observed=self.ts_out(row[7]),
             created_at=self.ts_out(row[8]), updated_at=self.ts_out(row[9]),
+            evidence_for=row[10], evidence_against=row[11],
         )
 
     # -- decisions ----------------------------------------------------------
@@ -109,8 +111,10 @@ class LearningStore(ContextStore):
         validate_text(decision_made, "decision_made")
         if context is not None and context_hash is not None:
             raise ValidationError("give context or context_hash, not both", field="context")
+        context_p = None
         if context_hash is None:
             context_hash = codec.canonical_hash(context, field="context")
+            context_p = self.json_param(context, "context")
         elif not (isinstance(context_hash, str) and len(context_hash) == 64
                   and set(context_hash) <= _HASH_CHARS):
             raise ValidationError("context_hash must be 64 lowercase hex characters",
@@ -137,9 +141,10 @@ class LearningStore(ContextStore):
                         f" not {session_id!r}", field="task_id")
             conn.execute(
                 f"INSERT INTO decisions ({DECISION_COLS})"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (did, session_id, task_id, decision_type, context_hash, decision_made, conf,
-                 autonomous, user_override, outcome, fb, reasoning_p, self.ts(now)))
+                 autonomous, user_override, outcome, fb, reasoning_p, self.ts(now),
+                 context_p))
             decision = self._fetch_decision(conn, did)
             self.audit_row(conn, "create", "decision", did, None, decision.to_dict(),
                            user_id=user, session_id=session_id, at=now)
@@ -251,7 +256,7 @@ class LearningStore(ContextStore):
             while True:
                 cur = conn.execute(
                     f"INSERT INTO user_preferences ({PREFERENCE_COLS})"
-                    " VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?)"
+                    " VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, 1.0, 1.0)"
                     " ON CONFLICT (user_id, preference_type, preference_key) DO NOTHING",
                     (pid, user_id, preference_type, preference_key, value_p,
                      0.5 if conf is None else conf, ts_now, ts_now, ts_now))
