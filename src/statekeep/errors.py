@@ -11,13 +11,17 @@ above the store never sees a driver type::
     │   ├── InvalidIdError          malformed or hostile id / key / type name
     │   ├── InvalidStatusError      a status that does not exist
     │   ├── NotJSONError            a value JSON cannot represent
-    │   └── ValueTooLargeError      over the configured size cap
+    │   ├── ValueTooLargeError      over the configured size cap
+    │   ├── UnknownStrategyError    a conflict strategy statekeep does not have
+    │   ├── NoRuleError             rule_based chosen, and no rule matches the key
+    │   └── NotMergeableError       merge asked of values that cannot merge
     ├── NotFoundError               the entity does not exist (or is not yours)
     ├── ConflictError               the write lost a race or breaks a rule
     │   ├── VersionConflictError    optimistic concurrency check failed
     │   ├── DuplicateError          a unique key is already taken
     │   ├── InvalidTransitionError  a status change the state machine forbids
-    │   └── TaskCycleError          a parent link that would close a loop
+    │   ├── TaskCycleError          a parent link that would close a loop
+    │   └── ConflictClosedError     resolving a sync conflict that is no longer pending
     ├── StoreError                  the backend failed (I/O, lock timeout, lost server)
     │   └── StoreUnavailableError   the backend cannot be reached at all
     ├── MigrationError              a schema migration failed and was rolled back
@@ -37,12 +41,15 @@ __all__ = [
     "ArchiveMissingError",
     "CaptureError",
     "ConfigError",
+    "ConflictClosedError",
     "ConflictError",
     "DuplicateError",
     "InvalidIdError",
     "InvalidStatusError",
     "InvalidTransitionError",
     "MigrationError",
+    "NoRuleError",
+    "NotMergeableError",
     "NotFoundError",
     "NotJSONError",
     "PathEscapeError",
@@ -50,6 +57,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailableError",
     "TaskCycleError",
+    "UnknownStrategyError",
     "ValidationError",
     "ValueTooLargeError",
     "VersionConflictError",
@@ -126,6 +134,22 @@ class InvalidTransitionError(ConflictError):
 
 class TaskCycleError(ConflictError):
     """Linking a task under this parent would make the task tree cyclic."""
+
+
+class UnknownStrategyError(ValidationError):
+    """A conflict strategy name statekeep does not have."""
+
+
+class NoRuleError(ValidationError):
+    """``rule_based`` was asked for a key that no configured rule matches."""
+
+
+class NotMergeableError(ValidationError):
+    """``merge`` was asked of two values that have no merge (scalars, mixed types)."""
+
+
+class ConflictClosedError(ConflictError):
+    """The sync conflict was already resolved or superseded."""
 
 
 class StoreError(StatekeepError):
