@@ -147,6 +147,18 @@ class StateConfig:
     #: How many recent decisions of a type are compared for nearness.
     similar_decisions_scan: int = 500
 
+    # recovery (seed 7)
+    #: Where backups and exported snapshots go; None means a "backups" folder
+    #: beside a SQLite file, or the user data folder for PostgreSQL.
+    backup_dir: str | None = None
+    #: Scheduled backups: how often (hours; 0 = never) and how many to keep.
+    backup_interval_hours: float = 24.0
+    backup_keep: int = 7
+    #: The health monitor's interval (seconds; 0 = not started).
+    health_check_interval: float = 60.0
+    #: Snapshots not held by a recovery point are kept this long.
+    snapshot_retention_days: float = 30.0
+
     def __post_init__(self) -> None:
         # Checked here, not only in load(): StateConfig(...) and replace() are
         # used directly, and a wrong type would otherwise fail far from its cause.
@@ -177,6 +189,8 @@ class StateConfig:
             raise ConfigError("autonomy_threshold must be in [0, 1]")
         if self.preference_half_life_days <= 0:
             raise ConfigError("preference_half_life_days must be positive")
+        if self.backup_keep < 1:
+            raise ConfigError("backup_keep must be at least 1")
         if self.sync_queue_size < 1:
             raise ConfigError("sync_queue_size must be at least 1")
         if self.pool_max_size < max(1, self.pool_min_size):

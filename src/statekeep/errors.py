@@ -26,8 +26,11 @@ above the store never sees a driver type::
     │   └── StoreUnavailableError   the backend cannot be reached at all
     ├── MigrationError              a schema migration failed and was rolled back
     ├── ArchiveError                an archive file is damaged or missing
-    └── CaptureError                context could not be captured from the workspace
-        └── PathEscapeError         a path leaves the workspace root (also a ValidationError)
+    ├── CaptureError                context could not be captured from the workspace
+    │   └── PathEscapeError         a path leaves the workspace root (also a ValidationError)
+    └── RecoveryError               a snapshot, backup or recovery could not be used or done
+        ├── SnapshotCorruptError    a snapshot or backup failed its checksum or format check
+        └── RecoveryVerificationError  the recovered state failed verification (rolled back)
 
 Every error carries a message that names the field or entity at fault, because
 the caller is often an agent that must decide what to do from the text alone.
@@ -53,6 +56,9 @@ __all__ = [
     "NotFoundError",
     "NotJSONError",
     "PathEscapeError",
+    "RecoveryError",
+    "RecoveryVerificationError",
+    "SnapshotCorruptError",
     "StatekeepError",
     "StoreError",
     "StoreUnavailableError",
@@ -146,6 +152,22 @@ class NoRuleError(ValidationError):
 
 class NotMergeableError(ValidationError):
     """``merge`` was asked of two values that have no merge (scalars, mixed types)."""
+
+
+class RecoveryError(StatekeepError):
+    """A snapshot, backup or recovery could not be used or carried out."""
+
+
+class SnapshotCorruptError(RecoveryError):
+    """A snapshot or backup failed its checksum or format check; it is never used."""
+
+
+class RecoveryVerificationError(RecoveryError):
+    """The recovered state failed verification; the store was rolled back to before."""
+
+    def __init__(self, message: str, *, problems: list[str]) -> None:
+        super().__init__(message)
+        self.problems = problems
 
 
 class ConflictClosedError(ConflictError):

@@ -24,8 +24,11 @@ __all__ = [
     "Decision",
     "Page",
     "Preference",
+    "RecoveryPoint",
     "Session",
     "SessionStatus",
+    "Snapshot",
+    "SnapshotType",
     "SyncConflict",
     "SyncEntry",
     "Task",
@@ -308,6 +311,48 @@ class Preference(_Record):
     #: observations for and against ``preference_value`` (docs/learning.md).
     evidence_for: float = 1.0
     evidence_against: float = 1.0
+
+
+class SnapshotType(StrEnum):
+    """Why a snapshot was taken (seed: state_snapshots.snapshot_type CHECK)."""
+
+    CHECKPOINT = "checkpoint"
+    BACKUP = "backup"
+    RECOVERY = "recovery"
+
+    @classmethod
+    def parse(cls, value: object, field: str = "snapshot_type") -> SnapshotType:
+        return _parse_enum(cls, value, field)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot(_Record):
+    """A compressed, checksummed image of one session or of the whole store
+    (seed table ``state_snapshots``; the image itself is not part of the record)."""
+
+    id: str
+    #: None for a whole-store snapshot.
+    session_id: str | None
+    snapshot_type: SnapshotType
+    compression_type: str
+    #: sha256 of the uncompressed image.
+    checksum: str
+    #: Compressed size.
+    size_bytes: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryPoint(_Record):
+    """A named moment to come back to (seed table ``recovery_points``)."""
+
+    id: str
+    name: str
+    description: str | None
+    state_snapshot_id: str | None
+    #: active_tasks, session_count, state_size as in the seed, and more.
+    recovery_metadata: Any
+    created_at: datetime
 
 
 class ConflictStatus(StrEnum):

@@ -1,0 +1,1 @@
+"""Decision history and preference learning over the store's decisions and preferences."""

@@ -1,0 +1,1 @@
+"""State synchronisation between components: versions, conflicts, resolution, propagation."""
