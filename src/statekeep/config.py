@@ -228,8 +228,8 @@ class StateConfig:
             raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
         for name, value in values.items():
             if isinstance(value, list):  # a TOML array
-                value = values[name] = tuple(value)
-            _check_type(name, value, hints[name])
+                values[name] = tuple(value)
+            _check_type(name, values[name], hints[name])
         return cls(**values)
 
     def replace(self, **changes: Any) -> StateConfig:

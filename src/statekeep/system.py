@@ -31,15 +31,21 @@ from statekeep.context.reconstruct import SessionContext
 from statekeep.context.relevance import RelevanceExplanation
 from statekeep.context.search import SearchResult, search_context
 from statekeep.errors import NotFoundError
+from statekeep.learning.autonomy import AutonomyAnswer
+from statekeep.learning.engine import DecisionEngine, Settled
 from statekeep.memory.archive import ArchiveTier
 from statekeep.memory.coherence import InvalidationBus
 from statekeep.memory.hierarchy import HierarchicalMemory
 from statekeep.memory.hot import HotTier
 from statekeep.memory.warm import WarmTier
-from statekeep.models import ContextItem, Session, SessionStatus, Task
+from statekeep.models import ContextItem, Session, SessionStatus, SyncEntry, Task
 from statekeep.store import Store, open_store
-from statekeep.store.base import Change, utcnow
+from statekeep.store.base import UNSET, Change, utcnow
 from statekeep.store.migrations import StateMigrationSystem
+from statekeep.sync.events import SyncEvent
+from statekeep.sync.manager import ConflictResolution, SyncManager, SyncResult
+from statekeep.sync.propagation import Propagator, Subscription
+from statekeep.sync.resolver import ConflictResolver
 
 __all__ = ["StateManagementSystem", "StateSystem"]
 
@@ -152,7 +158,42 @@ class StateSystem:
         self.context = ContextEngine(self.store, config)
         #: What a returning agent asks first: most touched, stale, clusters, drift.
         self.analyzer = ContextAnalyzer(self.store)
+        #: Decision history and preference learning.
+        self.decisions = DecisionEngine(self.store, config)
+        self._propagator: Propagator | None = None
+        self._propagator_lock = threading.Lock()
         self.store.add_change_listener(self.invalidate)
+
+    # -- sync (seed 6): built on first use ------------------------------------
+
+    @functools.cached_property
+    def sync_manager(self) -> SyncManager:
+        """Components' shared state: versions, conflicts, resolution, propagation.
+
+        Built on first use, because propagation opens a listener (LISTEN, Redis
+        pub/sub or an audit-log poller) that a process not syncing should not pay for.
+        """
+        return SyncManager(self.store, self.config, propagator=self.propagator)
+
+    @property
+    def propagator(self) -> Propagator:
+        """Delivers committed sync changes to subscribers here and in other processes."""
+        with self._propagator_lock:
+            if self._propagator is None:
+                self._propagator = Propagator(self.store)
+            return self._propagator
+
+    @property
+    def conflict_resolver(self) -> ConflictResolver:
+        """The seed's name for the sync manager's resolver."""
+        return self.sync_manager.resolver
+
+    def subscribe(self, component: str, callback: Callable[[SyncEvent], None], *,
+                  keys: str = "*", scope: str | None = None,
+                  queue_size: int | None = None) -> Subscription:
+        """Hear of every committed change of matching keys, except ``component``'s own."""
+        return self.propagator.subscribe(component, callback, keys=keys, scope=scope,
+                                         queue_size=queue_size)
 
     # -- the hot tier: read-through, invalidated after commit -----------------
 
@@ -370,6 +411,8 @@ class StateSystem:
 
     def close(self) -> None:
         """Flush pending bookkeeping and release the tiers, then the store."""
+        if self._propagator is not None:  # sends what is still queued, then stops
+            self._propagator.close()
         if self.bus is not None:
             self.bus.close()
         self.memory.close()
@@ -424,6 +467,44 @@ class StateSystem:
     item_content = _forward(Store.item_content)
     # audit
     audit = _forward(Store.audit)
+
+    # learning: the decision engine's main verbs, one call away
+    def accept_decision(self, decision_id: str, *, outcome: str | None = None,
+                        feedback: float | None = None) -> Settled:
+        """The user accepted the decision; see :meth:`DecisionEngine.accept`."""
+        return self.decisions.accept(decision_id, outcome=outcome, feedback=feedback)
+
+    def override_decision(self, decision_id: str, chosen: str, *, outcome: str | None = None,
+                          feedback: float | None = None) -> Settled:
+        """The user chose otherwise; see :meth:`DecisionEngine.override`."""
+        return self.decisions.override(decision_id, chosen, outcome=outcome,
+                                       feedback=feedback)
+
+    def should_act_autonomously(self, user_id: str, decision_type: str, context: Any, *,
+                                threshold: float | None = None) -> AutonomyAnswer:
+        """Yes or no, with the confidence and evidence; see
+        :func:`statekeep.learning.autonomy.should_act_autonomously`."""
+        return self.decisions.should_act_autonomously(user_id, decision_type, context,
+                                                      threshold=threshold)
+
+    # sync: the manager's methods, one call away
+    def sync_state(self, component: str, state: Mapping[str, Any], *,
+                   scope: str = "global", base_versions: Mapping[str, int] | None = None,
+                   strategy: str | None = None) -> SyncResult:
+        """Push a component's key/value state; see :meth:`SyncManager.sync_state`."""
+        return self.sync_manager.sync_state(component, state, scope=scope,
+                                            base_versions=base_versions, strategy=strategy)
+
+    def get_sync_state(self, scope: str = "global", keys: Sequence[str] | None = None, *,
+                       component: str | None = None) -> dict[str, SyncEntry]:
+        """The synchronised keys of a scope; see :meth:`SyncManager.get_state`."""
+        return self.sync_manager.get_state(scope, keys, component=component)
+
+    def resolve_conflict(self, conflict_id: str, choice: str, *, value: Any = UNSET,
+                         resolved_by: str | None = None) -> ConflictResolution:
+        """Settle a pending conflict; see :meth:`SyncManager.resolve_conflict`."""
+        return self.sync_manager.resolve_conflict(conflict_id, choice, value=value,
+                                                  resolved_by=resolved_by)
 
 
 def _offload(method: Callable[Concatenate[StateSystem, P], R]) -> Callable[
@@ -537,6 +618,20 @@ class StateManagementSystem:
     relations = _offload(StateSystem.relations)
     neighbours = _offload(StateSystem.neighbours)
     item_content = _offload(StateSystem.item_content)
+    accept_decision = _offload(StateSystem.accept_decision)
+    override_decision = _offload(StateSystem.override_decision)
+    should_act_autonomously = _offload(StateSystem.should_act_autonomously)
+    sync_state = _offload(StateSystem.sync_state)
+    get_sync_state = _offload(StateSystem.get_sync_state)
+    resolve_conflict = _offload(StateSystem.resolve_conflict)
+
+    def subscribe(self, component: str, callback: Callable[[SyncEvent], None], *,
+                  keys: str = "*", scope: str | None = None,
+                  queue_size: int | None = None) -> Subscription:
+        """As :meth:`StateSystem.subscribe`; the callback runs on a worker thread
+        (hand results to a loop with ``loop.call_soon_threadsafe``)."""
+        return self.sync.subscribe(component, callback, keys=keys, scope=scope,
+                                   queue_size=queue_size)
 
     async def reconstruct_context(self, session_id: str) -> SessionContext:
         """The session's reconstructed context; a hot-tier hit is answered on the

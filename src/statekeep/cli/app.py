@@ -16,7 +16,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from statekeep.cli import admin, archive, browse, engine
+from statekeep.cli import admin, archive, browse, engine, learning, sync
 from statekeep.cli.shared import ConfigOption, DbOption, report_error
 from statekeep.errors import StatekeepError
 
@@ -59,6 +59,8 @@ app.add_typer(browse.sessions_app, name="sessions")
 app.add_typer(browse.tasks_app, name="tasks")
 app.add_typer(browse.context_app, name="context")
 app.command()(browse.audit)
+app.add_typer(learning.decisions_app, name="decisions")
+app.add_typer(learning.prefs_app, name="prefs")
 app.command()(engine.capture)
 app.command()(engine.resume)
 app.command()(engine.search)
@@ -66,6 +68,8 @@ app.command()(engine.analyze)
 app.command()(engine.graph)
 app.add_typer(admin.migrate_app, name="migrate")
 app.add_typer(archive.archive_app, name="archive")
+app.add_typer(sync.state_app, name="state")
+app.add_typer(sync.conflicts_app, name="conflicts")
 app.command()(admin.demo)
 app.command()(admin.version)
 

@@ -1,22 +1,36 @@
 """Decisions and user preferences: the records that learning is built from.
 
 This module stores and validates them; the learning rules (similar-decision
-lookup, preference updates, autonomy) live above the store and use these
-methods.
+lookup, the preference update rule, autonomy) live in :mod:`statekeep.learning`
+and reach the rows through two primitives: :meth:`LearningStore.list_decisions`
+(one indexed query per question) and :meth:`LearningStore.observe_preference`,
+which applies a caller's pure update to a locked preference row in one
+transaction with its audit row, so that concurrent observers never lose an
+observation. The store keeps no policy of its own; ``set_preference``, the
+explicit-setting path, applies the same rule as every other observation so
+that a preference's value, confidence and evidence always agree.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from statekeep import codec
 from statekeep.errors import NotFoundError, ValidationError
 from statekeep.ids import new_id, validate_id, validate_key, validate_name, validate_text
+from statekeep.learning.evidence import ObservationKind, PreferenceUpdate, preference_update
 from statekeep.models import Decision, Preference
 from statekeep.store.base import UNSET, Connection, Unset
 from statekeep.store.context import ContextStore
 
-__all__ = ["LearningStore"]
+__all__ = ["LearningStore", "PreferenceUpdate"]
+
+#: A caller's pure update of one preference: the stored row (None when there
+#: is none yet) and the time of the observation in, what to store out.
+PreferenceUpdater = Callable[[Preference | None, datetime], PreferenceUpdate]
 
 DECISION_COLS = (
     "id, session_id, task_id, decision_type, context_hash, decision_made, confidence,"
@@ -27,6 +41,8 @@ PREFERENCE_COLS = (
     " observation_count, last_observed, created_at, updated_at, evidence_for,"
     " evidence_against"
 )
+#: The same columns qualified for a join with ``sessions`` (filtering by user).
+_DECISION_COLS_D = ", ".join("d." + c.strip() for c in DECISION_COLS.split(","))
 _HASH_CHARS = frozenset("0123456789abcdef")
 
 
@@ -183,9 +199,17 @@ class LearningStore(ContextStore):
                            new.to_dict(), user_id=user, session_id=old.session_id)
         return new
 
-    def get_decision(self, decision_id: str) -> Decision:
-        """The decision, or NotFoundError."""
+    def get_decision(self, decision_id: str, *, for_update: bool = False) -> Decision:
+        """The decision, or NotFoundError.
+
+        ``for_update`` locks the row until the caller's :meth:`atomic` block
+        ends, for a caller that decides what to write from what it reads
+        (accepting a decision that may be overridden at the same moment).
+        """
         validate_id(decision_id, "decision_id")
+        if for_update:
+            with self.atomic() as conn:
+                return self._fetch_decision(conn, decision_id, lock=True)
         with self.reading() as conn:
             return self._fetch_decision(conn, decision_id)
 
@@ -195,26 +219,36 @@ class LearningStore(ContextStore):
         session_id: str | None = None,
         decision_type: str | None = None,
         context_hash: str | None = None,
+        user_id: str | None = None,
         limit: int = 100,
     ) -> list[Decision]:
-        """Decisions newest first, filtered."""
+        """Decisions newest first, filtered.
+
+        ``user_id`` keeps the decisions made in that user's sessions (a
+        decision without a session belongs to no user).
+        """
         where: list[str] = []
         params: list[Any] = []
         if session_id is not None:
-            where.append("session_id = ?")
+            where.append("d.session_id = ?")
             params.append(validate_id(session_id, "session_id"))
         if decision_type is not None:
-            where.append("decision_type = ?")
+            where.append("d.decision_type = ?")
             params.append(validate_name(decision_type, "decision_type"))
         if context_hash is not None:
-            where.append("context_hash = ?")
+            where.append("d.context_hash = ?")
             params.append(validate_key(context_hash, "context_hash"))
+        if user_id is not None:
+            where.append("s.user_id = ?")
+            params.append(validate_id(user_id, "user_id"))
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise ValidationError("limit must be a positive integer", field="limit")
-        sql = f"SELECT {DECISION_COLS} FROM decisions"
+        sql = f"SELECT {_DECISION_COLS_D} FROM decisions d"
+        if user_id is not None:
+            sql += " JOIN sessions s ON s.id = d.session_id"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        sql += " ORDER BY d.created_at DESC, d.id DESC LIMIT ?"
         params.append(limit)
         with self.reading() as conn:
             return [self.decision_row(r) for r in conn.execute(sql, params).fetchall()]
@@ -230,6 +264,81 @@ class LearningStore(ContextStore):
             (user_id, ptype, key)).fetchone()
         return None if row is None else self.preference_row(row)
 
+    def observe_preference(
+        self,
+        user_id: str,
+        preference_type: str,
+        preference_key: str,
+        update: PreferenceUpdater,
+    ) -> Preference:
+        """Apply one observation to a preference, creating it if it is new.
+
+        ``update`` receives the stored row (None if there is none) and the
+        time, and returns what to store; it must be pure, because it runs
+        under the row's lock and runs again if a concurrent writer created
+        the row first. Row, observation count and audit row (with the
+        update's ``meta``) commit together, so concurrent observers are
+        serialised on the row and none is lost.
+        """
+        validate_id(user_id, "user_id")
+        validate_name(preference_type, "preference_type")
+        validate_key(preference_key, "preference_key")
+        if not callable(update):
+            raise ValidationError("update must be a function of (preference, now)",
+                                  field="update")
+        now = self.now()
+        ts_now = self.ts(now)
+        with self.atomic() as conn:
+            while True:
+                old = self._fetch_preference(conn, user_id, preference_type,
+                                             preference_key, lock=True)
+                upd, value_p = self._checked_update(update(old, now))
+                if old is not None:
+                    conn.execute(
+                        "UPDATE user_preferences SET preference_value = ?, confidence = ?,"
+                        " observation_count = observation_count + 1, last_observed = ?,"
+                        " updated_at = ?, evidence_for = ?, evidence_against = ?"
+                        " WHERE id = ?",
+                        (value_p, upd.confidence, ts_now, ts_now, upd.evidence_for,
+                         upd.evidence_against, old.id))
+                    pid = old.id
+                    break
+                # Not there: insert, unless a concurrent writer inserted it since
+                # we looked; then read it (locked) and apply the update to it.
+                pid = new_id("prf")
+                cur = conn.execute(
+                    f"INSERT INTO user_preferences ({PREFERENCE_COLS})"
+                    " VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (user_id, preference_type, preference_key) DO NOTHING",
+                    (pid, user_id, preference_type, preference_key, value_p, upd.confidence,
+                     ts_now, ts_now, ts_now, upd.evidence_for, upd.evidence_against))
+                if cur.rowcount == 1:
+                    break
+            new = self._fetch_preference(conn, user_id, preference_type, preference_key)
+            assert new is not None
+            self.audit_row(conn, "update" if old else "create", "preference", pid,
+                           None if old is None else old.to_dict(), new.to_dict(),
+                           user_id=user_id, session_id=None, meta=upd.meta, at=now)
+        return new
+
+    def _checked_update(self, upd: object) -> tuple[PreferenceUpdate, Any]:
+        """The update and its encoded value, refused before any write when the
+        rule returned something the row cannot hold (a bug in the rule, or a
+        value that is not JSON or too large)."""
+        if not isinstance(upd, PreferenceUpdate):
+            raise ValidationError("update must return a PreferenceUpdate", field="update")
+        _unit(upd.confidence, "confidence", optional=False)
+        for field in ("evidence_for", "evidence_against"):
+            value = getattr(upd, field)
+            if (not isinstance(value, int | float) or isinstance(value, bool)
+                    or not math.isfinite(value) or value <= 0):
+                raise ValidationError(f"{field} must be a finite number > 0", field=field)
+        value_p = self.json_in(codec.dumps(upd.value, field="value",
+                                           max_bytes=self.config.max_value_bytes))
+        if upd.meta is not None:
+            codec.dumps(upd.meta, field="meta", max_bytes=2 * self.config.max_value_bytes)
+        return upd, value_p
+
     def set_preference(
         self,
         user_id: str,
@@ -239,46 +348,24 @@ class LearningStore(ContextStore):
         *,
         confidence: float | None = None,
     ) -> Preference:
-        """Insert or update a preference; each update counts one more observation."""
+        """The user states a preference: an explicit observation.
+
+        It goes through the same rule as learned observations (weight
+        ``preference_explicit_weight``; docs/learning.md), so value,
+        confidence and evidence stay consistent. ``confidence``, if given,
+        states the confidence outright (strictly between 0 and 1); the
+        evidence is rescaled to match it.
+        """
         validate_id(user_id, "user_id")
         validate_name(preference_type, "preference_type")
         validate_key(preference_key, "preference_key")
-        conf = _unit(confidence, "confidence", optional=True)
-        value_p = self.json_in(codec.dumps(value, field="value",
-                                           max_bytes=self.config.max_value_bytes))
-        now = self.now()
-        ts_now = self.ts(now)
-        with self.atomic() as conn:
-            # Insert first, so that two writers of one new key cannot both miss
-            # it; a conflict means the row exists, and is then read locked.
-            pid = new_id("prf")
-            old = None
-            while True:
-                cur = conn.execute(
-                    f"INSERT INTO user_preferences ({PREFERENCE_COLS})"
-                    " VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, 1.0, 1.0)"
-                    " ON CONFLICT (user_id, preference_type, preference_key) DO NOTHING",
-                    (pid, user_id, preference_type, preference_key, value_p,
-                     0.5 if conf is None else conf, ts_now, ts_now, ts_now))
-                if cur.rowcount == 1:
-                    break
-                old = self._fetch_preference(conn, user_id, preference_type,
-                                             preference_key, lock=True)
-                if old is not None:  # else deleted in between: insert again
-                    break
-            if old is not None:
-                pid = old.id
-                conn.execute(
-                    "UPDATE user_preferences SET preference_value = ?, confidence = ?,"
-                    " observation_count = observation_count + 1, last_observed = ?,"
-                    " updated_at = ? WHERE id = ?",
-                    (value_p, old.confidence if conf is None else conf, ts_now, ts_now, pid))
-            new = self._fetch_preference(conn, user_id, preference_type, preference_key)
-            assert new is not None
-            self.audit_row(conn, "update" if old else "create", "preference", pid,
-                           None if old is None else old.to_dict(), new.to_dict(),
-                           user_id=user_id, session_id=None, at=now)
-        return new
+        if confidence is not None:
+            _unit(confidence, "confidence", optional=False)
+        codec.dumps(value, field="value", max_bytes=self.config.max_value_bytes)
+        return self.observe_preference(
+            user_id, preference_type, preference_key,
+            preference_update(ObservationKind.EXPLICIT, value, self.config,
+                              confidence=confidence))
 
     def get_preference(self, user_id: str, preference_type: str,
                        preference_key: str) -> Preference | None:

@@ -5,7 +5,8 @@
 tasks, context, decisions and preferences, the audit log, content blobs,
 context relations (:mod:`~statekeep.store.relations`) and full-text search
 (:mod:`~statekeep.store.search`, which also keeps SQLite's search index in
-step at the end of every write transaction). A backend
+step at the end of every write transaction), and the state components
+synchronise (:mod:`~statekeep.store.sync`). A backend
 subclasses it and supplies only connections, value conversion, error
 translation and health checks -- see :mod:`statekeep.store.sqlite` and
 :mod:`statekeep.store.postgres`.
@@ -24,13 +25,14 @@ from statekeep.store.blobs import BlobStore
 from statekeep.store.context import AccessLog
 from statekeep.store.relations import RelationStore
 from statekeep.store.search import SearchStore
+from statekeep.store.sync import SyncStore
 
 __all__ = ["Store"]
 
 
-class Store(AuditStore, BlobStore, RelationStore, SearchStore):
+class Store(AuditStore, BlobStore, RelationStore, SearchStore, SyncStore):
     """Sessions, tasks, context (with relations, content and search), decisions,
-    preferences, blobs and the audit log."""
+    preferences, blobs, synchronised state and the audit log."""
 
     def __init__(self, config: StateConfig, *, clock: Callable[[], datetime] = utcnow) -> None:
         super().__init__(config, clock=clock)
