@@ -308,7 +308,9 @@ class Preference(_Record):
     created_at: datetime
     updated_at: datetime
     #: The Beta distribution behind ``confidence``: decayed weights of the
-    #: observations for and against ``preference_value`` (docs/learning.md).
+    #: observations for and against ``preference_value``, each at least the
+    #: prior 1.0; every observation leaves ``confidence`` equal to their mean,
+    #: evidence_for / (evidence_for + evidence_against) (docs/learning.md).
     evidence_for: float = 1.0
     evidence_against: float = 1.0
 
@@ -340,6 +342,9 @@ class Snapshot(_Record):
     #: Compressed size.
     size_bytes: int
     created_at: datetime
+    #: The image's audit position: every audit row with an id up to this one is
+    #: reflected in it, none after (None: not usable as a point-in-time base).
+    audit_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,17 @@ from statekeep.memory.coherence import InvalidationBus
 from statekeep.memory.hierarchy import HierarchicalMemory
 from statekeep.memory.hot import HotTier
 from statekeep.memory.warm import WarmTier
-from statekeep.models import ContextItem, Session, SessionStatus, SyncEntry, Task
+from statekeep.models import (
+    ContextItem,
+    RecoveryPoint,
+    Session,
+    SessionStatus,
+    SyncEntry,
+    Task,
+)
+from statekeep.recovery.backup import BackupManager
+from statekeep.recovery.health import AutoRecovery
+from statekeep.recovery.manager import RecoveryManager
 from statekeep.store import Store, open_store
 from statekeep.store.base import UNSET, Change, utcnow
 from statekeep.store.migrations import StateMigrationSystem
@@ -71,6 +81,8 @@ def _stale_keys(change: Change) -> list[str]:
                 keys += [f"session-all{_SEP}{entity_id}" for entity_id in change.entity_ids]
     elif kind == "preference":
         keys = ["recon-all"]
+    elif kind == "store":  # a recovery, restore or repair rewrote rows of any kind
+        return ["all"]
     if change.session_id is not None:
         keys.append(f"recon{_SEP}{change.session_id}")
     return keys
@@ -154,6 +166,15 @@ class StateSystem:
         self.memory = HierarchicalMemory(self.store, short_term=short_term)
         #: Finished sessions past the cold retention, moved to zstd files.
         self.archive = ArchiveTier.for_store(self.store)
+        #: Snapshots, recovery points, full / selective / point-in-time recovery.
+        self.recovery_manager = RecoveryManager(self.store)
+        #: Online, verified backups with keep-last-N (scheduled by start_background).
+        self.backup_scheduler = BackupManager(self.store, archive=self.archive,
+                                              on_restore=self._forget_all)
+        #: The health monitor: integrity, checksums, consistency, auto-repair.
+        self.health = AutoRecovery(self.store, backups=self.backup_scheduler,
+                                   recovery=self.recovery_manager, archive=self.archive,
+                                   on_repair=self._forget_all)
         #: The seed's context engine: capture, relations, relevance, reconstruction.
         self.context = ContextEngine(self.store, config)
         #: What a returning agent asks first: most touched, stale, clusters, drift.
@@ -216,7 +237,9 @@ class StateSystem:
             self._generation += 1
             for text in keys:
                 kind, _, rest = text.partition(_SEP)
-                if kind == "memory":
+                if kind == "all":
+                    self._clear_everything()
+                elif kind == "memory":
                     self.memory.working.discard(rest)
                 elif hot is None:
                     continue
@@ -226,6 +249,20 @@ class StateSystem:
                     hot.discard_where(_is_reconstruction)
                 else:
                     hot.discard((kind, *rest.split(_SEP)))
+
+    def _clear_everything(self) -> None:
+        """After a recovery or restore any cached value may be wrong: drop them all,
+        in this process and (through "all" on the bus) in the others."""
+        if self.hot is not None:
+            self.hot.clear()
+        self.memory.working.clear()
+        for tier in (self.cache_layer, self.memory.short_term):
+            if isinstance(tier, WarmTier):
+                tier.clear()
+
+    def _forget_all(self) -> None:
+        """A backup restore or repair replaced the database under the store."""
+        self.invalidate(Change("restore", "store", (), None))
 
     def _reset(self) -> None:
         """Invalidations may have been missed (the bus lost Redis): forget everything."""
@@ -409,8 +446,30 @@ class StateSystem:
                                 else budget_tokens),
             decisions=recent, drift=self.analyzer.drift(session_id))
 
+    def start_background(self) -> None:
+        """Start the scheduled backups and the health monitor (seed 7.2: every 60 s).
+
+        Opt-in, for the long-lived process that owns the store: a one-shot
+        command would otherwise take a backup at once, since one is due
+        whenever none exists.
+        """
+        if self.config.backup_interval_hours > 0:
+            self.backup_scheduler.start()
+        if self.config.health_check_interval > 0:
+            self.health.start()
+
+    def create_recovery_point(self, name: str | None = None, *,
+                              session_id: str | None = None,
+                              description: str | None = None) -> RecoveryPoint:
+        """Cheap enough for every task boundary; see
+        :meth:`RecoveryManager.create_recovery_point`."""
+        return self.recovery_manager.create_recovery_point(name, session_id=session_id,
+                                                           description=description)
+
     def close(self) -> None:
         """Flush pending bookkeeping and release the tiers, then the store."""
+        self.health.stop()
+        self.backup_scheduler.stop()
         if self._propagator is not None:  # sends what is still queued, then stops
             self._propagator.close()
         if self.bus is not None:
@@ -618,6 +677,7 @@ class StateManagementSystem:
     relations = _offload(StateSystem.relations)
     neighbours = _offload(StateSystem.neighbours)
     item_content = _offload(StateSystem.item_content)
+    create_recovery_point = _offload(StateSystem.create_recovery_point)
     accept_decision = _offload(StateSystem.accept_decision)
     override_decision = _offload(StateSystem.override_decision)
     should_act_autonomously = _offload(StateSystem.should_act_autonomously)

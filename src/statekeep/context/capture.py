@@ -152,7 +152,7 @@ def write_capture(store: Store, session_id: str, source: str, result: CaptureRes
                 if e.content is not None:
                     store.attach_content(conn, item_id, session_id, e.content)
                 elif e.type == "file":
-                    conn.execute("DELETE FROM context_content WHERE context_id = ?", (item_id,))
+                    store.detach_content(conn, item_id)  # audited: replay must see it
         report.written = len(changed)
         if any(e.type in _RELATED_TYPES for e in changed):
             report.relations_added, report.relations_removed = refresh_relations(

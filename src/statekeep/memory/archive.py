@@ -47,9 +47,6 @@ import builtins
 import contextlib
 import functools
 import logging
-import os
-import secrets
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,7 +55,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import platformdirs
-import zstandard
 
 from statekeep import codec
 from statekeep.errors import (
@@ -69,16 +65,16 @@ from statekeep.errors import (
     StatekeepError,
     ValidationError,
 )
+from statekeep.fileio import FrameError, Framing, write_atomic
 from statekeep.ids import validate_id
 from statekeep.models import Session
+from statekeep.store import rows
 from statekeep.store.base import Connection
 from statekeep.store.blobs import verified_blob
-from statekeep.store.context import CONTEXT_COLS
 from statekeep.store.protocol import Store
-from statekeep.store.relations import RELATION_COLS
+from statekeep.store.rows import CONTENT, CONTEXT, RELATIONS, SESSIONS, SNAPSHOTS, TASKS
 from statekeep.store.sessions import SESSION_COLS
 from statekeep.store.sqlite import sqlite_path
-from statekeep.store.tasks import TASK_COLS
 
 __all__ = [
     "ArchiveCandidate",
@@ -93,54 +89,20 @@ log = logging.getLogger("statekeep.memory")
 MAGIC: Final = b"SKARC\x00"
 FORMAT_VERSION: Final = 2
 #: Formats this version reads: 1 lacks the context engine's tables.
-_READABLE_FORMATS: Final = frozenset({1, 2})
+_FRAMING: Final = Framing(MAGIC, FORMAT_VERSION, frozenset({1, 2}))
 #: magic, format version, uncompressed length, sha256 of the uncompressed payload.
-_HEADER = struct.Struct(f">{len(MAGIC)}sBQ32s")
+_HEADER: Final = _FRAMING.header
 SUFFIX: Final = ".skarc"
-ZSTD_LEVEL: Final = 3
 #: A temporary file this old was left by a crashed writer, not one still writing.
 _STALE_TMP_SECONDS: Final = 3600.0
 
-SNAPSHOT_COLS = (
-    "id, session_id, snapshot_type, state_data, compression_type, checksum, size_bytes,"
-    " created_at"
-)
 _INDEX_COLS = (
     "session_id, user_id, path, checksum, size_bytes, item_counts, last_activity,"
     " archived_at, expires_at"
 )
-
-
-def _cols(cols: str) -> tuple[str, ...]:
-    return tuple(c.strip() for c in cols.split(","))
-
-
-@dataclass(frozen=True)
-class _Table:
-    """How one table's columns travel in an archive file."""
-
-    name: str
-    cols: tuple[str, ...]
-    ts: frozenset[str] = frozenset()
-    json: frozenset[str] = frozenset()
-    binary: frozenset[str] = frozenset()
-
-
-_TS = frozenset({"created_at", "updated_at"})
-_SESSIONS = _Table("sessions", _cols(SESSION_COLS), _TS | {"start_time", "end_time"},
-                   frozenset({"context_snapshot", "metadata"}))
-_TASKS = _Table("tasks", _cols(TASK_COLS), _TS | {"started_at", "completed_at"},
-                frozenset({"parameters", "result", "error_details"}))
-_CONTEXT = _Table("context", _cols(CONTEXT_COLS), _TS | {"last_accessed", "expires_at"},
-                  frozenset({"context_value"}))
-_SNAPSHOTS = _Table("state_snapshots", _cols(SNAPSHOT_COLS), frozenset({"created_at"}),
-                    binary=frozenset({"state_data"}))
-_CHILD_TABLES = (_TASKS, _CONTEXT, _SNAPSHOTS)
-_RELATIONS = _Table("context_relations", _cols(RELATION_COLS), frozenset({"created_at"}),
-                    frozenset({"metadata"}))
-_CONTENT = _Table("context_content", ("context_id", "session_id", "blob_hash"))
+_CHILD_TABLES = (TASKS, CONTEXT, SNAPSHOTS)
 #: The context engine's rows (format 2), each with the column it is ordered by.
-_LINK_TABLES = ((_RELATIONS, "id"), (_CONTENT, "context_id"))
+_LINK_TABLES = ((RELATIONS, "id"), (CONTENT, "context_id"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,29 +326,8 @@ class ArchiveTier:
         return True
 
     def _write_atomic(self, path: Path, blob: bytes) -> None:
-        """Complete file or none: temp file in the same folder, fsync, rename, fsync dir."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(blob)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        self._fsync_dir()
-
-    def _fsync_dir(self) -> None:
-        if os.name != "posix":  # Windows cannot open a folder; its renames are durable
-            return
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        """Complete file or none (:func:`statekeep.fileio.write_atomic`)."""
+        write_atomic(path, blob)
 
     def _discard_unreferenced(self, path: Path) -> None:
         """After a failed archive: remove the file unless a committed index row names
@@ -450,7 +391,7 @@ class ArchiveTier:
         if row is None:
             return None
         doc: dict[str, Any] = {"format": FORMAT_VERSION,
-                               "session": self._row_out(_SESSIONS, row)}
+                               "session": self._row_out(SESSIONS, row)}
         for table in _CHILD_TABLES:
             rows = conn.execute(
                 f"SELECT {', '.join(table.cols)} FROM {table.name}"
@@ -481,40 +422,11 @@ class ArchiveTier:
                 (sid,)).fetchall()]
         return doc, st.session_row(row)
 
-    def _row_out(self, table: _Table, row: Any) -> dict[str, Any]:
-        st = self.store
-        out: dict[str, Any] = {}
-        for col, value in zip(table.cols, row, strict=True):
-            if value is None:
-                out[col] = None
-            elif col in table.ts:
-                out[col] = st.ts_out(value).isoformat()
-            elif col in table.json:
-                # SQLite keeps the JSON text as written; PostgreSQL hands it decoded.
-                out[col] = (value if st.dialect == "sqlite"
-                            else codec.dumps_trusted(value).decode())
-            elif col in table.binary:
-                out[col] = base64.b64encode(bytes(value)).decode("ascii")
-            else:
-                out[col] = value
-        return out
+    def _row_out(self, table: rows.Table, row: Any) -> dict[str, Any]:
+        return rows.row_out(self.store, table, row)
 
-    def _row_in(self, table: _Table, row: dict[str, Any]) -> list[Any]:
-        st = self.store
-        values: list[Any] = []
-        for col in table.cols:
-            value = row[col]
-            if value is None:
-                values.append(None)
-            elif col in table.ts:
-                values.append(st.ts(datetime.fromisoformat(value)))
-            elif col in table.json:
-                values.append(st.json_in(value.encode()))
-            elif col in table.binary:
-                values.append(base64.b64decode(value))
-            else:
-                values.append(value)
-        return values
+    def _row_in(self, table: rows.Table, row: dict[str, Any]) -> list[Any]:
+        return rows.row_in(self.store, table, row)
 
     def _insert_index(self, conn: Connection, e: ArchivedSession) -> None:
         st = self.store
@@ -616,18 +528,16 @@ class ArchiveTier:
     def _insert_rows(self, conn: Connection, doc: dict[str, Any], path: Path) -> None:
         """Insert the document's rows; task parents are linked once every task exists,
         blobs are stored before the content rows that count references to them."""
-        sql = {t.name: f"INSERT INTO {t.name} ({', '.join(t.cols)})"
-                       f" VALUES ({', '.join('?' * len(t.cols))})"
-               for t in (_SESSIONS, *_CHILD_TABLES)}
-        conn.execute(sql["sessions"], self._row_in(_SESSIONS, doc["session"]))
+        sql = {t.name: t.insert_sql() for t in (SESSIONS, *_CHILD_TABLES)}
+        conn.execute(sql["sessions"], self._row_in(SESSIONS, doc["session"]))
         parents: list[tuple[str, str]] = []
         for task in doc["tasks"]:
             if task["parent_task_id"] is not None:
                 parents.append((task["parent_task_id"], task["id"]))
-            conn.execute(sql["tasks"], self._row_in(_TASKS, {**task, "parent_task_id": None}))
+            conn.execute(sql["tasks"], self._row_in(TASKS, {**task, "parent_task_id": None}))
         if parents:
             conn.executemany("UPDATE tasks SET parent_task_id = ? WHERE id = ?", parents)
-        for table in (_CONTEXT, _SNAPSHOTS):
+        for table in (CONTEXT, SNAPSHOTS):
             rows = [self._row_in(table, r) for r in doc[table.name]]
             if rows:
                 conn.executemany(sql[table.name], rows)
@@ -703,9 +613,7 @@ class ArchiveTier:
 
 def _encode_file(payload: bytes) -> bytes:
     """Header (magic, format version, length, sha256 of ``payload``), then zstd."""
-    header = _HEADER.pack(MAGIC, FORMAT_VERSION, len(payload),
-                          bytes.fromhex(codec.checksum(payload)))
-    return header + zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(payload)
+    return _FRAMING.pack(payload)
 
 
 def _read_file(path: Path, expected: str) -> bytes:
@@ -717,28 +625,14 @@ def _read_file(path: Path, expected: str) -> bytes:
     except OSError as exc:
         raise ArchiveCorruptError(f"archive file {path} cannot be read: {exc}",
                                   path=str(path)) from None
-
-    def corrupt(why: str) -> ArchiveCorruptError:
-        return ArchiveCorruptError(f"archive file {path} is corrupt: {why}", path=str(path))
-
-    if len(blob) < _HEADER.size:
-        raise corrupt("shorter than its header")
-    magic, version, length, digest = _HEADER.unpack_from(blob)
-    if magic != MAGIC:
-        raise corrupt("not a statekeep archive (bad magic)")
-    if version not in _READABLE_FORMATS:
-        raise corrupt(f"format version {version} is not one this statekeep reads"
-                      f" ({', '.join(map(str, sorted(_READABLE_FORMATS)))})")
-    if digest.hex() != expected:
-        raise corrupt("its header checksum is not the one in the archive index")
     try:
-        payload = zstandard.ZstdDecompressor().decompress(blob[_HEADER.size:],
-                                                          max_output_size=length)
-    except zstandard.ZstdError as exc:
-        raise corrupt(f"zstd: {exc}") from None
-    if len(payload) != length or codec.checksum(payload) != expected:
-        raise corrupt("content does not match its checksum")
-    return bytes(payload)
+        _, _, payload = _FRAMING.unpack(blob, expected)
+    except FrameError as exc:
+        why = str(exc).replace("not a file of this kind", "not a statekeep archive")
+        why = why.replace("the one in the index", "the one in the archive index")
+        raise ArchiveCorruptError(f"archive file {path} is corrupt: {why}",
+                                  path=str(path)) from None
+    return payload
 
 
 def _unlink_quietly(path: Path) -> None:

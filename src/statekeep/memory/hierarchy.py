@@ -28,6 +28,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
+import orjson
+
 from statekeep import codec
 from statekeep.errors import ValidationError
 from statekeep.ids import validate_key
@@ -160,7 +162,10 @@ class HierarchicalMemory:
                 (key, packed.inline, packed.blob_hash, weight, len(raw), now, now, now))
             if old is not None:
                 self.optimizer.release(conn, old[0])
-            meta = {"importance": weight, "size_bytes": len(raw), "blob_hash": packed.blob_hash}
+            # The value goes in too: the audit log is the change log, and
+            # point-in-time recovery rebuilds memory entries from it.
+            meta = {"importance": weight, "size_bytes": len(raw), "blob_hash": packed.blob_hash,
+                    "value": orjson.Fragment(raw)}
             old_meta = None if old is None else {
                 "importance": float(old[1]), "size_bytes": int(old[2]), "blob_hash": old[0]}
             st.audit_row(conn, "update" if old else "create", "memory", key, old_meta, meta,

@@ -15,7 +15,7 @@ import zstandard
 from statekeep import codec
 from statekeep.errors import SnapshotCorruptError
 
-__all__ = ["ZSTD_LEVEL", "decode_image", "encode_image"]
+__all__ = ["ZSTD_LEVEL", "compress_raw", "decode_image", "encode_image"]
 
 ZSTD_LEVEL = 3
 
@@ -23,8 +23,15 @@ ZSTD_LEVEL = 3
 def encode_image(doc: dict[str, Any]) -> tuple[bytes, str]:
     """The compressed image and the sha256 of its uncompressed JSON."""
     raw = orjson.dumps(doc)
-    data = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True).compress(raw)
-    return data, codec.checksum(raw)
+    return compress_raw(raw), codec.checksum(raw)
+
+
+def compress_raw(raw: bytes) -> bytes:
+    """The stored form of an image's JSON bytes (an imported file's JSON is kept as is,
+    so that its checksum stays the one it was exported with)."""
+    data: bytes = zstandard.ZstdCompressor(level=ZSTD_LEVEL,
+                                           write_content_size=True).compress(raw)
+    return data
 
 
 def decode_image(data: bytes, checksum: str, *, what: str = "snapshot") -> dict[str, Any]:

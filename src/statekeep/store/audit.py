@@ -23,8 +23,15 @@ AUDIT_COLS = (
 #: The tables that hold user state, in dependency order (parents first).
 STATE_TABLES = (
     "sessions", "tasks", "context", "state_snapshots", "decisions", "user_preferences",
-    "audit_log", "recovery_points",
+    "audit_log", "recovery_points", "content_blobs", "memory_entries", "context_relations",
+    "context_content", "sync_state", "sync_seen", "sync_conflicts", "archive_index",
 )
+#: How each table's rows are ordered in a dump: by primary key.
+_DUMP_ORDER = {
+    "content_blobs": "hash", "memory_entries": "key", "context_content": "context_id",
+    "sync_state": "scope, key", "sync_seen": "scope, component, key",
+    "archive_index": "session_id",
+}
 
 
 class AuditStore(LearningStore):
@@ -91,6 +98,7 @@ class AuditStore(LearningStore):
         out: dict[str, list[tuple[Any, ...]]] = {}
         with self.reading() as conn:
             for table in STATE_TABLES:
-                rows = conn.execute(f"SELECT * FROM {table} ORDER BY id").fetchall()
+                order = _DUMP_ORDER.get(table, "id")
+                rows = conn.execute(f"SELECT * FROM {table} ORDER BY {order}").fetchall()
                 out[table] = [tuple(r) for r in rows]
         return out

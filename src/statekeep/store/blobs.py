@@ -12,6 +12,10 @@ the blob exists (:meth:`BlobStore.ensure_blob`, reference count untouched)
 and writes the link, and the table's triggers count the references. So every
 way a link can go -- replaced, its item or session deleted and the link
 removed by ON DELETE CASCADE -- releases the blob, with no Python on the path.
+Links are audited (``attach``/``detach`` of a ``content``, entity id = the
+item) so that replaying the audit log rebuilds them; the first link to a
+content also records the blob's stored bytes, since the blob itself may be
+gone (its last reference released) by the time a replay needs it.
 
 Reads verify: the body is decompressed and hashed again, and a mismatch raises
 :class:`~statekeep.codec.CorruptDataError` -- damaged bytes are never handed
@@ -20,8 +24,10 @@ back as if they were the value.
 
 from __future__ import annotations
 
+import base64
 import re
 from datetime import datetime
+from typing import Any
 
 from statekeep import codec
 from statekeep.errors import InvalidIdError, NotFoundError, ValidationError
@@ -155,12 +161,50 @@ class BlobStore(StoreCore):
             raise ValidationError(f"context item {item_id!r} belongs to another session,"
                                   f" not {session_id!r}", field="item_id")
         digest = self.ensure_blob(conn, data)
+        old = conn.execute("SELECT blob_hash FROM context_content WHERE context_id = ?",
+                           (item_id,)).fetchone()
+        if old is not None and old[0] == digest:
+            return digest
+        shared = conn.execute("SELECT 1 FROM context_content WHERE blob_hash = ? LIMIT 1",
+                              (digest,)).fetchone() is not None
         conn.execute(
             "INSERT INTO context_content (context_id, session_id, blob_hash) VALUES (?, ?, ?)"
             " ON CONFLICT (context_id) DO UPDATE SET blob_hash = excluded.blob_hash"
             " WHERE context_content.blob_hash <> excluded.blob_hash",
             (item_id, session_id, digest))
+        link = {"context_id": item_id, "session_id": session_id, "blob_hash": digest}
+        self.audit_row(conn, "attach", "content", item_id,
+                       None if old is None else {**link, "blob_hash": old[0]}, link,
+                       user_id=self._content_user(conn, session_id), session_id=session_id,
+                       notify=False, meta=None if shared else {"blob": self._blob_record(
+                           conn, digest)})
         return digest
+
+    def detach_content(self, conn: Connection, item_id: str) -> bool:
+        """Remove a context item's link to its content, in the caller's transaction
+        (audited; the blob goes with its last reference). False if it had none."""
+        validate_id(item_id, "item_id")
+        row = conn.execute("DELETE FROM context_content WHERE context_id = ?"
+                           " RETURNING session_id, blob_hash", (item_id,)).fetchone()
+        if row is None:
+            return False
+        link = {"context_id": item_id, "session_id": str(row[0]), "blob_hash": str(row[1])}
+        self.audit_row(conn, "detach", "content", item_id, link, None,
+                       user_id=self._content_user(conn, str(row[0])), session_id=str(row[0]),
+                       notify=False)
+        return True
+
+    def _content_user(self, conn: Connection, session_id: str) -> str | None:
+        row = conn.execute("SELECT user_id FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _blob_record(self, conn: Connection, digest: str) -> dict[str, Any]:
+        """A blob row as the audit log carries it: the stored (compressed) bytes."""
+        row = conn.execute("SELECT data, size_bytes, stored_bytes, created_at FROM"
+                           " content_blobs WHERE hash = ?", (digest,)).fetchone()
+        return {"hash": digest, "data": base64.b64encode(bytes(row[0])).decode("ascii"),
+                "size_bytes": int(row[1]), "stored_bytes": int(row[2]),
+                "created_at": self.ts_out(row[3]).isoformat()}
 
     def item_content(self, item_id: str) -> bytes | None:
         """A context item's full content, verified; None when it has none."""

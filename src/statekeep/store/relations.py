@@ -11,7 +11,9 @@ the session's graph costs, however large the store is, and the graph is never
 loaded into Python to be walked there.
 
 Every write is audited (``create``/``update``/``delete`` of a ``relation``;
-one ``replace`` row, entity id = the session, for a batch replacement) and
+one ``replace`` row, entity id = the session, for a batch replacement, whose
+``old_value`` lists the ids it deleted and ``new_value`` the edges it
+inserted, so that replaying the audit log rebuilds the graph exactly) and
 announced to change listeners as entity type ``relation``.
 """
 
@@ -22,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from statekeep import codec
 from statekeep.context.elements import RELATION_STRENGTHS
@@ -238,7 +242,7 @@ class RelationStore(SessionStore):
         if isinstance(rows, str | bytes) or not isinstance(rows, Sequence):
             raise ValidationError("rows must be a sequence of tuples", field="rows")
         source_set, type_set = set(sources), set(types)
-        edges: dict[tuple[str, str, str], tuple[float, Any]] = {}
+        edges: dict[tuple[str, str, str], tuple[float, Any, bytes | None]] = {}
         for i, row in enumerate(rows):
             field = f"rows[{i}]"
             if not isinstance(row, tuple) or len(row) != 5:
@@ -254,8 +258,10 @@ class RelationStore(SessionStore):
             if src == dst:
                 raise ValidationError(f"{field}: an item cannot be related to itself",
                                       field="rows")
+            data = (None if meta is None else codec.dumps(
+                meta, field=f"{field}.metadata", max_bytes=self.config.max_value_bytes))
             edges[(src, dst, rtype)] = (check_strength(strength, f"{field}.strength"),
-                                        self.json_param(meta, f"{field}.metadata"))
+                                        None if data is None else self.json_in(data), data)
         if not sources or not types:
             return 0
         user = self.session_user(conn, session_id)
@@ -263,26 +269,35 @@ class RelationStore(SessionStore):
         for _, dst, _ in edges:
             members.setdefault(dst, "rows")
         self._check_members(conn, session_id, members)
-        deleted = 0
+        deleted: list[str] = []
         type_marks = _marks(len(types))
         for start in range(0, len(sources), _CHUNK):
             chunk = sources[start:start + _CHUNK]
-            cur = conn.execute(
+            deleted += [str(r[0]) for r in conn.execute(
                 "DELETE FROM context_relations WHERE session_id = ?"
-                f" AND source_id IN ({_marks(len(chunk))}) AND relation_type IN ({type_marks})",
-                [session_id, *chunk, *types])
-            deleted += max(cur.rowcount, 0)
+                f" AND source_id IN ({_marks(len(chunk))}) AND relation_type IN ({type_marks})"
+                " RETURNING id", [session_id, *chunk, *types]).fetchall()]
         now = self.now()
         ts_now = self.ts(now)
         inserts = [(new_id("rel"), session_id, src, dst, rtype, strength, meta, ts_now)
-                   for (src, dst, rtype), (strength, meta) in edges.items()]
+                   for (src, dst, rtype), (strength, meta, _) in edges.items()]
         if inserts:
             conn.executemany(f"INSERT INTO context_relations ({RELATION_COLS})"
                              " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", inserts)
-        self.audit_row(conn, "replace", "relation", session_id, None, None, user_id=user,
+        # What replay needs: which edges went, and every column of those that came.
+        now_iso = now.isoformat()
+        inserted = [
+            {"id": row[0], "session_id": session_id, "source_id": src, "target_id": dst,
+             "relation_type": rtype, "strength": strength,
+             "metadata": None if data is None else orjson.Fragment(data),
+             "created_at": now_iso}
+            for row, ((src, dst, rtype), (strength, _, data)) in zip(
+                inserts, edges.items(), strict=True)]
+        self.audit_row(conn, "replace", "relation", session_id, {"deleted": sorted(deleted)},
+                       {"inserted": inserted}, user_id=user,
                        session_id=session_id, at=now, notify=False,
                        meta={"sources": len(sources), "relation_types": types,
-                             "deleted": deleted, "inserted": len(inserts)})
+                             "deleted": len(deleted), "inserted": len(inserts)})
         self.changed("replace", "relation", [r[0] for r in inserts], session_id)
         return len(inserts)
 
