@@ -245,11 +245,11 @@ def describe(bench: Bench, fx: Fixture) -> None:
                f" tasks, {n_items:,} context items (~0.7 KB JSON each), built and"
                f" snapshotted in {fx.built_s:.1f} s (untimed)")
     if layout:
+        audit = share("audit_log", "idx_audit")
+        context = share("context", "sqlite_autoindex_context", "idx_context")
         bench.note(f"database file {fx.db_bytes / MB:.1f} MB = the MB/s numerator for every"
-                   f" side: audit log + its indexes {share('audit_log', 'idx_audit')},"
-                   f" context + its indexes {share('context', 'sqlite_autoindex_context',
-                                                   'idx_context')}"
-                   f" (of which full-text index {share('context_fts')}), the rest"
+                   f" side: audit log + its indexes {audit}, context + its indexes"
+                   f" {context} (of which full-text index {share('context_fts')}), the rest"
                    " sessions, tasks, schema")
     zst = f", zstd -3 CLI {fx.image_zst.stat().st_size / MB:.2f} MB" \
         if fx.image_zst.exists() else ""
@@ -316,9 +316,15 @@ def snapshot_create(bench: Bench, fx: Fixture, zstd: str | None) -> None:
     def out(stack: ExitStack, name: str) -> Path:
         return Path(stack.enter_context(tempfile.TemporaryDirectory(dir=fx.root))) / name
 
-    cases: dict[str, Prepare] = {"ours": ours}
-    cases["backup"] = lambda stack: (lambda p=out(stack, "copy.db"): (
-        _backup(fx.base, p), 1)[1])
+    def backup(stack: ExitStack) -> Run:
+        copy = out(stack, "copy.db")
+
+        def run() -> int:
+            _backup(fx.base, copy)
+            return 1
+        return run
+
+    cases: dict[str, Prepare] = {"ours": ours, "backup": backup}
     if zstd is None:
         bench.skip(names["zstd"], "the zstd command line is not installed")
     else:
@@ -507,10 +513,9 @@ def agent_work(store: Store, sessions: list[str], rng: random.Random, until: int
         i = step[0]
         step[0] += 1
         sid = sessions[rng.randrange(len(sessions))]
-        if left < 23:
-            store.set_context_many(sid, [ContextInput(*item_key(rng.randrange(
-                ITEMS_PER_SESSION)), item_value(rng, 0, i)) for _ in range(1)] * 0 + [
-                ContextInput("note", f"tail{i}-{j}", {"j": j}) for j in range(left)])
+        if left < 25:
+            store.set_context_many(sid, [ContextInput("note", f"tail{i}-{j}", {"j": j})
+                                         for j in range(left)])
             continue
         task = store.create_task(sid, "step", description=f"work {i}")
         store.start_task(task.id)
@@ -535,7 +540,7 @@ def point_in_time(bench: Bench, fx: Fixture) -> None:
     store = open_store(StateConfig(db=str(pitr)))
     snapshot = SnapshotManager(store).get(fx.snapshot_id)
     base_audit = int(snapshot.audit_id or 0)
-    live = [s for s in fx.sessions]
+    live = list(fx.sessions)
     rng = random.Random(9)
     step = [0]
     time.sleep(0.002)
