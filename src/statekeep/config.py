@@ -159,6 +159,32 @@ class StateConfig:
     #: Snapshots not held by a recovery point are kept this long.
     snapshot_retention_days: float = 30.0
 
+    # garbage collection (seed 9)
+    #: Anything younger than this is kept, reachable or not.
+    gc_min_age_hours: float = 24.0
+    #: Decisions younger than this are GC roots (the seed's "recent_decision").
+    gc_decision_retention_hours: float = 72.0
+    #: Items more important than this are kept (seed: importance > 0.8).
+    gc_importance_keep: float = 0.8
+    #: Rows per sweep transaction: small enough that no reader or writer
+    #: waits long behind one.
+    gc_batch_size: int = 500
+    #: Retention rules as "name:entity[:condition]=keep|collect@priority"
+    #: data (docs/gc.md); empty means the seed's four rules.
+    gc_rules: tuple[str, ...] = ()
+
+    # query optimisation (seed 8)
+    #: Keep per-shape query statistics (count, latency histogram, rows).
+    query_stats: bool = True
+    #: Let the index advisor create the indexes it suggests (allow-listed only).
+    index_advisor_apply: bool = False
+    #: Bytes of the result cache for deterministic read queries (0 = off).
+    query_cache_bytes: int = 128 * MB
+
+    # metrics (seed 10)
+    #: Record Prometheus metrics for this system.
+    metrics: bool = True
+
     def __post_init__(self) -> None:
         # Checked here, not only in load(): StateConfig(...) and replace() are
         # used directly, and a wrong type would otherwise fail far from its cause.

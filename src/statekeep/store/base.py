@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -102,6 +103,9 @@ class Change:
 
 
 ChangeListener = Callable[[Change], None]
+#: Told of every finished outermost transaction: "read" or "write", its
+#: duration in seconds, and whether it failed (metrics, query statistics).
+TxObserver = Callable[[str, float, bool], None]
 
 
 class _TxState(threading.local):
@@ -130,6 +134,9 @@ class StoreCore(ABC):
         self._tx = _TxState()
         self._closed = False
         self._listeners: list[ChangeListener] = []
+        # Empty unless metrics are on: then each outermost transaction costs two
+        # clock reads and one call per observer, and nothing otherwise.
+        self._tx_observers: tuple[TxObserver, ...] = ()
 
     # -- what a backend supplies ------------------------------------------
 
@@ -201,17 +208,23 @@ class StoreCore(ABC):
             conn.execute(f"RELEASE SAVEPOINT {name}")
             return
 
+        observers = self._tx_observers
+        started = time.perf_counter() if observers else 0.0
         conn = self._acquire()
         try:
             self._begin(conn)
         except Exception as exc:
             self._release(conn)
+            if observers:
+                self._observed(observers, "write", started, failed=True)
             self._reraise(exc)
         st.conn, st.depth, st.hooks = conn, 1, []
         try:
             yield conn
             conn.execute("COMMIT")
         except BaseException as exc:
+            if observers:
+                self._observed(observers, "write", started, failed=True)
             hooks = None
             try:
                 conn.execute("ROLLBACK")
@@ -222,6 +235,8 @@ class StoreCore(ABC):
             raise
         else:
             hooks = st.hooks
+            if observers:
+                self._observed(observers, "write", started, failed=False)
         finally:
             st.conn, st.depth, st.hooks = None, 0, None
             self._release(conn)
@@ -239,13 +254,19 @@ class StoreCore(ABC):
         if st.conn is not None:
             yield st.conn
             return
+        observers = self._tx_observers
+        started = time.perf_counter() if observers else 0.0
         conn = self._acquire()
+        failed = False
         try:
             yield conn
         except Exception as exc:
+            failed = True
             self._reraise(exc)
         finally:
             self._release(conn)
+            if observers:
+                self._observed(observers, "read", started, failed=failed)
 
     #: SQL for the hours from ``{col}`` to a ``?`` parameter (the current time);
     #: the relevance ranking reads ages from the database rather than parsing
@@ -291,13 +312,19 @@ class StoreCore(ABC):
         if conn is not None:
             return conn.execute(sql, params).fetchone()
         self._check_open()
+        observers = self._tx_observers
+        started = time.perf_counter() if observers else 0.0
         conn = self._acquire()
+        failed = False
         try:
             return conn.execute(sql, params).fetchone()
         except Exception as exc:
+            failed = True
             self._reraise(exc)
         finally:
             self._release(conn)
+            if observers:
+                self._observed(observers, "read", started, failed=failed)
 
     def after_commit(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` once the current outermost transaction has committed.
@@ -308,6 +335,24 @@ class StoreCore(ABC):
             hook()
         else:
             self._tx.hooks.append(hook)
+
+    def add_tx_observer(self, observer: TxObserver) -> None:
+        """Call ``observer(kind, seconds, failed)`` after every outermost transaction
+        (``kind`` "read" or "write"); it must be quick and must not raise."""
+        self._tx_observers = (*self._tx_observers, observer)
+
+    def remove_tx_observer(self, observer: TxObserver) -> None:
+        self._tx_observers = tuple(o for o in self._tx_observers if o is not observer)
+
+    @staticmethod
+    def _observed(observers: tuple[TxObserver, ...], kind: str, started: float, *,
+                  failed: bool) -> None:
+        elapsed = time.perf_counter() - started
+        for observer in observers:
+            try:
+                observer(kind, elapsed, failed)
+            except Exception:  # a metrics hiccup must never fail a store call
+                log.debug("transaction observer failed", exc_info=True)
 
     def add_change_listener(self, listener: ChangeListener) -> None:
         """Call ``listener`` with every :class:`Change` once its transaction committed."""
