@@ -13,22 +13,36 @@ so the demo proves it across a real process boundary instead of asserting it:
 3. **What survived**: with the child gone, this process opens the store
    afresh and shows the session, the task tree, context, decisions,
    preferences and the size of the audit trail.
+4. **The resume brief** an agent would paste into its prompt.
+5. **Killed mid-write**: another child (``writer``) resumes the session and
+   commits notes as fast as it can, printing each note's key only once its
+   commit has returned. It is SIGKILLed at a random instant -- no handler, no
+   flush, no clean-up -- while it is writing. This process then checks every
+   acknowledged note (present, intact, with its audit row), runs the health
+   checks including the write-ahead log the dead writer left behind, and
+   resumes the session. Any broken promise makes the demo fail, not just say so.
+6. **A recovery point undoes a mistake**: a point of the session is marked,
+   a clean-up deletes the running task's subtree and a note by mistake, and a
+   ``full`` recovery to the point puts them back -- same ids, same states --
+   in one verified transaction.
 
 Both halves are lists of small steps (:data:`DEMO_STEPS`, :data:`AGENT_DAY`)
-so that later demos -- killing the agent mid-task, resuming from a brief --
-are new entries rather than rewrites. The agent runs on a simulated clock
-that ends before the real present, so durations look like a day's work while
-the whole demo takes about a second.
+so that a new demo is a new entry rather than a rewrite. The agent runs on a
+simulated clock that ends before the real present, so durations look like a
+day's work while the whole demo takes a few seconds.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,10 +66,13 @@ from statekeep.cli.shared import (
 from statekeep.config import StateConfig
 from statekeep.errors import CaptureError, StatekeepError
 from statekeep.models import ContextItem, SessionStatus, TaskStatus
+from statekeep.recovery.health import HealthReport
+from statekeep.recovery.manager import RecoveryResult
 from statekeep.store.context import ContextInput
 from statekeep.system import StateSystem
 
-__all__ = ["AGENT_DAY", "DEMO_STEPS", "DemoRun", "main", "run_demo", "run_worker"]
+__all__ = ["AGENT_DAY", "DEMO_STEPS", "DemoRun", "main", "note_key", "note_value", "run_demo",
+           "run_worker", "run_writer"]
 
 USER = "alice"
 
@@ -63,6 +80,16 @@ USER = "alice"
 DEMO_MAX_FILES = 5000
 #: Seconds the child pauses after each narrated action when someone is watching.
 WATCH_PACE = 0.06
+#: The writer is killed this many seconds (a random instant in the range) after
+#: its first acknowledged note: long enough for a few hundred commits, short
+#: enough to keep the demo quick.
+KILL_WINDOW = (0.15, 0.45)
+#: A writer whose parent died stops by itself after this long.
+WRITER_MAX_SECONDS = 30.0
+#: The context type of the writer's notes.
+NOTE_TYPE = "scan"
+#: The task the recovery step's clean-up deletes by mistake (with its subtasks).
+AST_TASK = "Extract AST node classes into ast.py"
 
 
 # -- the agent's day (runs in the child process) ----------------------------------
@@ -121,7 +148,7 @@ def plan_work(a: Agent) -> None:
         ("analyze", "analyze", "Map parser.py: functions, classes, imports", 9),
         ("lexer", "implement", "Extract the lexer into lexer.py", 7),
         ("tests", "test", "Run the test suite", 6),
-        ("ast", "implement", "Extract AST node classes into ast.py", 5),
+        ("ast", "implement", AST_TASK, 5),
         ("docs", "docs", "Update the architecture notes", 2),
     ]:
         a.tasks[name] = add(sid, type_, description=desc, priority=prio,
@@ -286,6 +313,42 @@ def run_worker(db: str, pace: float = 0.0, workspace: str | None = None) -> str:
     return agent.session_id
 
 
+# -- the writer that gets killed (runs in another child process) ------------------
+
+
+def note_key(n: int) -> str:
+    """The key of the writer's ``n``-th note (1-based)."""
+    return f"parser.py:{n:05d}"
+
+
+def note_value(n: int) -> dict[str, Any]:
+    """The ``n``-th note's value: a pure function of ``n``, so the parent can check
+    that each note it finds is exactly what was written, not a torn half of it."""
+    return {"n": n, "line": n * 7 % 812 + 1,
+            "text": f"token stream checked up to offset {n * 131}; columns stay 1-based",
+            "pad": "·" * (40 + n % 60)}
+
+
+def run_writer(db: str, session_id: str, seconds: float = WRITER_MAX_SECONDS) -> int:
+    """Resume the session and commit one note after another until killed.
+
+    Each note's key is printed (and flushed) only after ``set_context`` has
+    returned: a printed key is an *acknowledged* write, which statekeep
+    promises survives ``kill -9``. Stops by itself after ``seconds`` so that a
+    writer whose parent died does not write for ever. Returns how many it wrote.
+    """
+    n = 0
+    with StateSystem(StateConfig(db=db)) as sk:
+        sk.resume_session(session_id)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            n += 1
+            sk.set_context(session_id, NOTE_TYPE, note_key(n), note_value(n),
+                           relevance_score=0.2)
+            print(note_key(n), flush=True)
+    return n
+
+
 # -- the demo (runs in the parent process) ----------------------------------------
 
 
@@ -299,6 +362,11 @@ class DemoRun:
     workspace: str | None = None
     session_id: str | None = None
     worker_pid: int | None = None
+    #: Step 5: the keys the killed writer acknowledged, and the health report after it.
+    acknowledged: list[str] = field(default_factory=list)
+    health: HealthReport | None = None
+    #: Step 6: what the recovery to the point did.
+    recovery: RecoveryResult | None = None
 
 
 _NARRATION: dict[str, tuple[str, str]] = {
@@ -389,12 +457,6 @@ def show_survivors(run: DemoRun) -> None:
         ("audit trail: ", "bold"),
         f"{audit_all} events in the store, {audit_session} of them for this session;"
         " each was committed together with the change it records"))
-    out.print()
-    # soft_wrap: a command to copy must not be broken across lines.
-    out.print(Text.assemble("explore it yourself:  ",
-                            (f"statekeep sessions show {sid} --db"
-                             f" {shlex.quote(display_location(run.db))}",
-                             "bold")), soft_wrap=True)
 
 
 def show_relations(run: DemoRun) -> None:
@@ -429,6 +491,209 @@ def show_brief(run: DemoRun) -> None:
     out.print(Text(f"{brief.tokens} of {brief.budget} tokens (estimated)", style="dim"))
 
 
+def kill_mid_write(run: DemoRun) -> None:
+    """A writer SIGKILLed while it commits: every write it acknowledged must be in
+    the store, whole and with its audit row; the store must pass every health
+    check; the session must resume. A broken promise fails the demo."""
+    assert run.session_id is not None
+    out, sid = run.console, run.session_id
+    acked, seconds = _write_until_killed(run)
+    run.acknowledged = acked
+    _say(out, Text.assemble(
+        "  ", ("☠ ", "bold red"), f"killed with SIGKILL {seconds:.2f}s after its first"
+        f" acknowledgement: {len(acked)} writes acknowledged",
+        f" (the last: {acked[-1]})" if acked else ""))
+    _say(out, Text(f"this is process {os.getpid()}, opening the store the dead process left",
+                   style="dim"))
+    with StateSystem(StateConfig(db=run.db)) as sk:
+        # First, before this process writes anything: the WAL as the writer left it.
+        report = run.health = sk.health.check(wal=True)
+        notes = {c.context_key: c for c in sk.list_context(sid, context_type=NOTE_TYPE)}
+        audited = {e.entity_id for e in sk.audit(entity_type="context", session_id=sid,
+                                                 limit=100_000) if e.event_type == "create"}
+        session = sk.resume_session(sid)
+        open_tasks = [t for t in sk.list_tasks(sid)
+                      if t.status in (TaskStatus.PENDING, TaskStatus.IN_PROGRESS)]
+        brief = sk.resume_brief(sid, budget_tokens=900)
+
+    def intact(key: str) -> bool:
+        item = notes.get(key)
+        return (item is not None and item.id in audited
+                and item.context_value == note_value(int(key.rpartition(":")[2])))
+
+    failures: list[str] = []
+    survived = sum(1 for k in acked if intact(k))
+    _check(out, failures, survived == len(acked),
+           f"{survived} of {len(acked)} acknowledged writes survived: each one is in the"
+           " store with exactly the value written and its audit row")
+    extra = sorted(set(notes) - set(acked))
+    if extra:
+        _check(out, failures, all(intact(k) for k in extra),
+               f"{len(extra)} more committed in the instant before the kill ({', '.join(extra)}):"
+               " its acknowledgement died with the process, the write did not")
+    _check(out, failures, all(intact(k) for k in notes),
+           f"nothing half-written: all {len(notes)} notes in the store are whole (a write the"
+           " kill cut off is either all there or not there at all)")
+    _check(out, failures, report.ok, _health_line(report))
+    for finding in report.findings:
+        _say(out, Text(f"      {finding.severity}: {finding.detail}", style="dim"))
+    nxt = session.metadata.get("next")
+    _check(out, failures, session.status is SessionStatus.ACTIVE,
+           f"session resumed here: {session.status.value}, {len(open_tasks)} open tasks"
+           + (f", next: {nxt}" if nxt else "")
+           + f"; its resume brief is {brief.tokens} of {brief.budget} tokens")
+    if failures:
+        raise StatekeepError(f"the kill -9 demo found a broken promise: {failures[0]}")
+
+
+def _write_until_killed(run: DemoRun) -> tuple[list[str], float]:
+    """Run the writer and SIGKILL it a random instant after its first acknowledgement;
+    returns the acknowledged keys and the delay from the first one to the kill."""
+    assert run.session_id is not None
+    cmd = [sys.executable, "-m", "statekeep.demo", "writer", "--db", run.db,
+           "--session", run.session_id]
+    acked: list[str] = []
+    delay = random.uniform(*KILL_WINDOW)
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"}) as proc:
+        _say(run.console, Text(f"agent process (pid {proc.pid}) resumes the session and commits"
+                               " notes as fast as it can, printing each key once its commit"
+                               " has returned", style="dim"))
+        # send_signal rather than a bare os.kill: it will not signal a pid that was
+        # already reaped (and perhaps reused).
+        killer = threading.Timer(delay, proc.send_signal, (signal.SIGKILL,))
+        assert proc.stdout is not None and proc.stderr is not None
+        try:
+            for line in proc.stdout:
+                if not line.endswith("\n"):
+                    continue  # cut off mid-line by the kill: never acknowledged
+                if not acked:
+                    killer.start()
+                acked.append(line.rstrip("\n"))
+        finally:
+            killer.cancel()
+            if proc.poll() is None:  # we are leaving early: do not leave a writer behind
+                proc.kill()
+        errors = proc.stderr.read()
+        code = proc.wait()
+    if code != -signal.SIGKILL:
+        last = (errors.strip().splitlines() or ["no output"])[-1]
+        raise StatekeepError(f"the demo writer process {proc.pid} ended before it was killed"
+                             f" (exit {code}): {last}")
+    return acked, delay
+
+
+def _health_line(report: HealthReport) -> str:
+    """One line naming every check the health report ran and its verdict."""
+    scanned = report.scanned
+    parts = ["integrity", "foreign keys"]
+    if report.wal is not None and report.wal.exists:
+        wal = report.wal
+        tail = ""
+        if wal.torn:  # the kill landed inside a transaction (or the WAL cannot tell)
+            tail = (f", then {wal.bytes_after_commit} bytes"
+                    + (" that never committed" if wal.committed_lost is False else ""))
+        parts.append(f"the write-ahead log ({wal.commits} intact transactions{tail})")
+    parts += [f"{scanned.get('snapshots', 0)} snapshots", f"{scanned.get('blobs', 0)} blobs",
+              f"{scanned.get('archives', 0)} archive files", "consistency"]
+    errors = len(report.remaining)
+    verdict = "no problems" if report.ok else f"{errors} problem{'s' * (errors != 1)}"
+    return f"health check: {verdict} ({', '.join(parts)}; {report.seconds:.2f}s)"
+
+
+def _check(out: Console, failures: list[str], ok: bool, text: str) -> None:
+    """One verified claim: a green tick, or a red cross that fails the demo."""
+    _say(out, Text.assemble("  ", ("✓ ", "bold green") if ok else ("✗ FAILED: ", "bold red"),
+                            text))
+    if not ok:
+        failures.append(text)
+
+
+def _say(out: Console, text: Text) -> None:
+    """A line of the kill and recovery steps: wrapped at words on a terminal, one
+    line per claim in a pipe (where a script or a test greps for it)."""
+    out.print(text, soft_wrap=not out.is_terminal)
+
+
+def undo_with_recovery_point(run: DemoRun) -> None:
+    """Mark a recovery point, make a mistake, recover to the point: the mistake is
+    undone in one transaction that verifies the store before it commits.
+
+    The point is of the demo's session only, so recovering it touches nothing
+    else -- ``--db`` may name a store other agents write to meanwhile.
+    """
+    assert run.session_id is not None
+    out, sid = run.console, run.session_id
+    failures: list[str] = []
+    with StateSystem(StateConfig(db=run.db)) as sk:
+        manager = sk.recovery_manager
+        started = time.perf_counter()
+        point = sk.create_recovery_point("before-cleanup", session_id=sid,
+                                         description="the agent is about to tidy up")
+        cost = time.perf_counter() - started
+        _say(out, Text.assemble("  ", ("⚑ ", "bold cyan"),
+                                f"recovery point {point.id} \"{point.name}\" at audit position"
+                                f" {point.recovery_metadata['audit_id']} ({cost * 1000:.0f} ms)"))
+        before = {t.id: t for t in sk.list_tasks(sid)}
+        ast = next(t for t in before.values() if t.description == AST_TASK)
+        gotcha = sk.get_context(sid, "note", "gotcha")
+        deleted = sk.delete_task(ast.id)
+        sk.delete_context(sid, "note", "gotcha")
+        left = {t.id for t in sk.list_tasks(sid)}
+        # The subtree's root first, then the subtasks in the store's order.
+        gone = [ast, *(t for t in before.values() if t.id not in left and t.id != ast.id)]
+        _say(out, Text.assemble(
+            "  ", ("⌫ ", "bold red"), f"a clean-up goes wrong: it deletes the running task"
+            f" \"{AST_TASK}\" with its {deleted - 1} subtasks ({len(before)} → {len(left)}"
+            " tasks) and the note \"gotcha\""))
+        result = run.recovery = manager.recover(point.id, "full")
+        problems = manager.verify_recovery()
+        after = {t.id: t for t in sk.list_tasks(sid)}
+        restored = sk.get_context(sid, "note", "gotcha")
+    base = (f"snapshot {result.base_snapshot_id}" if result.base_snapshot_id
+            else "the start of the log")
+    _say(out, Text.assemble(
+        "  ", ("↺ ", "bold green"), f"recovery {result.recovery_id} ({result.strategy}) to"
+        f" \"{point.name}\": {base} plus {result.events_replayed} audit events replayed,"
+        f" {result.rows_changed} rows written back, {result.elapsed_s * 1000:.0f} ms"))
+    table = render.listing("rows the recovery wrote")
+    for col in ("table", "inserted", "updated", "deleted"):
+        table.add_column(col, justify="left" if col == "table" else "right")
+    for name, counts in result.changed.items():
+        table.add_row(name, *(str(counts[k]) for k in ("inserted", "updated", "deleted")))
+    out.print(table)
+    same = all(t.id in after and after[t.id].status is t.status
+               and after[t.id].parent_task_id == t.parent_task_id for t in gone)
+    statuses = ", ".join(f"{t.description} ({after[t.id].status.value})" for t in gone
+                         if t.id in after)
+    _check(out, failures, same and len(after) == len(before),
+           f"the {len(gone)} tasks are back with the same ids, parents and states: {statuses}")
+    _check(out, failures, gotcha is not None and restored is not None
+           and restored.id == gotcha.id and restored.context_value == gotcha.context_value,
+           "the note \"gotcha\" is back, same id, same value")
+    _check(out, failures, not problems,
+           "verified inside the recovery's transaction before it committed, and again now"
+           f" (integrity, foreign keys, consistency): {len(problems)} problems")
+    _say(out, Text(f"  a recovery can be undone too: its point \"pre-recovery"
+                   f" {result.recovery_id}\" ({result.before_point_id}) was taken just before",
+                   style="dim"))
+    out.print(Text.assemble("  from the shell:  ", (
+        f"statekeep recover run {point.id} --strategy full --db"
+        f" {shlex.quote(display_location(run.db))}", "bold")), soft_wrap=True)
+    if failures:
+        raise StatekeepError(f"the recovery demo found a broken promise: {failures[0]}")
+
+
+def explore_hint(run: DemoRun) -> None:
+    """The command to look at the demo's session afterwards."""
+    run.console.print()
+    # soft_wrap: a command to copy must not be broken across lines.
+    run.console.print(Text.assemble("explore it yourself:  ",
+                                    (f"statekeep sessions show {run.session_id} --db"
+                                     f" {shlex.quote(display_location(run.db))}",
+                                     "bold")), soft_wrap=True)
+
+
 def _was_captured(item: ContextItem) -> bool:
     """Written by the folder capture (summarised in the demo, not listed)."""
     value = item.context_value
@@ -443,6 +708,8 @@ DEMO_STEPS: list[tuple[str, Callable[[DemoRun], None]]] = [
     ("A day of agent work, in its own process", agent_day),
     ("That process is gone: what survived?", show_survivors),
     ("Picking the work back up: the resume brief", show_brief),
+    ("kill -9 in the middle of a write", kill_mid_write),
+    ("A recovery point undoes a mistake", undo_with_recovery_point),
 ]
 
 
@@ -459,18 +726,22 @@ def run_demo(db: str | None = None, console: Console | None = None,
     for n, (title, step) in enumerate(DEMO_STEPS, 1):
         console.print(Rule(Text(f"{n}. {title}", style="bold"), align="left"))
         step(run)
+    explore_hint(run)
     console.print(Text(f"demo finished in {time.perf_counter() - started:.1f}s", style="dim"))
     return run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m statekeep.demo [--db PATH]``, or ``worker --db PATH`` for the child."""
+    """``python -m statekeep.demo [--db PATH]``; ``worker --db PATH`` and
+    ``writer --db PATH --session ID`` are the children."""
     parser = argparse.ArgumentParser(prog="python -m statekeep.demo")
-    parser.add_argument("role", nargs="?", choices=["run", "worker"], default="run",
-                        help="'run' the whole demo (default), or be the agent 'worker'")
+    parser.add_argument("role", nargs="?", choices=["run", "worker", "writer"], default="run",
+                        help="'run' the whole demo (default), be the agent 'worker', or the"
+                             " 'writer' that is killed mid-write")
     parser.add_argument("--db", help="the demo store (default: a new temporary directory)")
     parser.add_argument("--pace", type=float, default=0.0,
                         help="worker only: seconds to pause after each action")
+    parser.add_argument("--session", default=None, help="writer only: the session to resume")
     parser.add_argument("--workspace", default=None,
                         help="the folder the agent captures (default: the current folder)")
     args = parser.parse_args(argv)
@@ -478,6 +749,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.db:
             parser.error("worker needs --db")
         run_worker(args.db, args.pace, args.workspace)
+        return 0
+    if args.role == "writer":
+        if not args.db or not args.session:
+            parser.error("writer needs --db and --session")
+        run_writer(args.db, args.session)
         return 0
     try:
         run_demo(args.db, workspace=args.workspace or ".")
