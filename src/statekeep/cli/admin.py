@@ -274,7 +274,8 @@ def demo(
         "--db", help="Store the demo writes to (default: a new temporary directory, so your"
                      " own store is never touched).", show_default=False)] = None,
 ) -> None:
-    """Watch an agent's day survive its process: write in a child, read back here."""
+    """Watch an agent's day survive its process, a kill -9 mid-write and a mistake
+    undone by a recovery point."""
     from statekeep.demo import run_demo
 
     # Only an explicit --db counts: STATEKEEP_DB and the config file name the
