@@ -50,8 +50,10 @@ from statekeep.errors import (
     ValueTooLargeError,
     VersionConflictError,
 )
+from statekeep.gc import GarbageCollector, RetentionRules
 from statekeep.learning.autonomy import AutonomyAnswer
 from statekeep.learning.engine import DecisionEngine
+from statekeep.metrics import PerformanceReport, StateMetrics
 from statekeep.models import (
     AuditEvent,
     ConflictStatus,
@@ -70,6 +72,8 @@ from statekeep.models import (
     TaskStatus,
     TaskTree,
 )
+from statekeep.recovery.backup import BackupManager
+from statekeep.recovery.manager import RecoveryManager
 from statekeep.store import Store, open_store
 from statekeep.store.base import UNSET
 from statekeep.store.context import ContextInput
@@ -89,6 +93,7 @@ __all__ = [
     "ArchiveMissingError",
     "AuditEvent",
     "AutonomyAnswer",
+    "BackupManager",
     "Brief",
     "CaptureError",
     "ConfigError",
@@ -103,6 +108,7 @@ __all__ = [
     "Decision",
     "DecisionEngine",
     "DuplicateError",
+    "GarbageCollector",
     "InvalidIdError",
     "InvalidStatusError",
     "InvalidTransitionError",
@@ -115,13 +121,16 @@ __all__ = [
     "NotMergeableError",
     "Page",
     "PathEscapeError",
+    "PerformanceReport",
     "Preference",
     "Propagator",
     "RecoveryError",
+    "RecoveryManager",
     "RecoveryPoint",
     "RecoveryVerificationError",
     "RelevanceCalculator",
     "RelevanceWeights",
+    "RetentionRules",
     "Session",
     "SessionContext",
     "SessionStatus",
@@ -130,6 +139,7 @@ __all__ = [
     "SnapshotType",
     "StateConfig",
     "StateManagementSystem",
+    "StateMetrics",
     "StateMigrationSystem",
     "StateSystem",
     "StatekeepError",

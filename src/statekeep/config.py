@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -169,9 +170,15 @@ class StateConfig:
     #: Rows per sweep transaction: small enough that no reader or writer
     #: waits long behind one.
     gc_batch_size: int = 500
-    #: Retention rules as "name:entity[:condition]=keep|collect@priority"
-    #: data (docs/gc.md); empty means the seed's four rules.
+    #: Retention rules, highest priority first, the first match deciding:
+    #: "name:entity[:status=a|b][:age<72h][:importance>0.8]=keep|collect@priority"
+    #: (docs/gc.md); typed data, never code. Empty means the seed's four rules.
+    #: In the environment: comma-separated.
     gc_rules: tuple[str, ...] = ()
+    #: A collection without --force runs when the last one is this old ...
+    gc_interval_hours: float = 24.0
+    #: ... or when at least this many rows are collectable.
+    gc_collect_threshold: int = 1000
 
     # query optimisation (seed 8)
     #: Keep per-shape query statistics (count, latency histogram, rows).
@@ -219,8 +226,37 @@ class StateConfig:
             raise ConfigError("backup_keep must be at least 1")
         if self.sync_queue_size < 1:
             raise ConfigError("sync_queue_size must be at least 1")
+        self._check_gc()
         if self.pool_max_size < max(1, self.pool_min_size):
             raise ConfigError("pool_max_size must be >= pool_min_size and >= 1")
+        self._check_query()
+
+    def _check_gc(self) -> None:
+        for name in ("gc_min_age_hours", "gc_decision_retention_hours", "gc_interval_hours"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value > 1e7:
+                raise ConfigError(f"{name} must be a number of hours below 1e7, not {value!r}")
+        if not 0.0 <= self.gc_importance_keep <= 1.0:
+            raise ConfigError("gc_importance_keep must be in [0, 1]")
+        if self.gc_batch_size < 1:
+            raise ConfigError("gc_batch_size must be at least 1")
+        if self.gc_collect_threshold < 1:
+            raise ConfigError("gc_collect_threshold must be at least 1")
+        # The rules' own module names the bad rule; imported here, not at the top,
+        # because the gc package imports the store, which imports this module.
+        from statekeep.gc.rules import validate_rules
+
+        validate_rules(self.gc_rules)
+
+    def _check_query(self) -> None:
+        # A budget smaller than one result is a cache that refuses everything;
+        # say so instead of silently caching nothing.
+        if 0 < self.query_cache_bytes < 64 * 1024:
+            raise ConfigError("query_cache_bytes must be 0 (result cache off) or at least"
+                              f" 65536, not {self.query_cache_bytes}")
+        if self.query_cache_bytes > 1 << 40:
+            raise ConfigError(f"query_cache_bytes must be at most 1 TiB, not"
+                              f" {self.query_cache_bytes}")
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, **overrides: Any) -> StateConfig:

@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
+import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
 from statekeep import codec
 from statekeep.config import StateConfig
@@ -30,7 +31,8 @@ from statekeep.context.engine import ContextEngine
 from statekeep.context.reconstruct import SessionContext
 from statekeep.context.relevance import RelevanceExplanation
 from statekeep.context.search import SearchResult, search_context
-from statekeep.errors import NotFoundError
+from statekeep.errors import NotFoundError, StatekeepError
+from statekeep.gc import CollectionResult, GarbageCollector
 from statekeep.learning.autonomy import AutonomyAnswer
 from statekeep.learning.engine import DecisionEngine, Settled
 from statekeep.memory.archive import ArchiveTier
@@ -38,6 +40,7 @@ from statekeep.memory.coherence import InvalidationBus
 from statekeep.memory.hierarchy import HierarchicalMemory
 from statekeep.memory.hot import HotTier
 from statekeep.memory.warm import WarmTier
+from statekeep.metrics import PerformanceReport, StateMetrics, counts_errors
 from statekeep.models import (
     ContextItem,
     RecoveryPoint,
@@ -46,9 +49,10 @@ from statekeep.models import (
     SyncEntry,
     Task,
 )
+from statekeep.query import QueryOptimizer
 from statekeep.recovery.backup import BackupManager
 from statekeep.recovery.health import AutoRecovery
-from statekeep.recovery.manager import RecoveryManager
+from statekeep.recovery.manager import RecoveryManager, RecoveryResult
 from statekeep.store import Store, open_store
 from statekeep.store.base import UNSET, Change, utcnow
 from statekeep.store.migrations import StateMigrationSystem
@@ -56,6 +60,9 @@ from statekeep.sync.events import SyncEvent
 from statekeep.sync.manager import ConflictResolution, SyncManager, SyncResult
 from statekeep.sync.propagation import Propagator, Subscription
 from statekeep.sync.resolver import ConflictResolver
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 __all__ = ["StateManagementSystem", "StateSystem"]
 
@@ -117,7 +124,11 @@ def _forward(method: Callable[Concatenate[Store, P], R]) -> Callable[
 
     @functools.wraps(method)
     def call(self: StateSystem, *args: P.args, **kwargs: P.kwargs) -> R:
-        result: R = getattr(self.store, name)(*args, **kwargs)
+        try:
+            result: R = getattr(self.store, name)(*args, **kwargs)
+        except StatekeepError as exc:  # free until raised: no cost on the hot path
+            self._count_error(exc)
+            raise
         return result
 
     return cast("Callable[Concatenate[StateSystem, P], R]", call)
@@ -127,7 +138,9 @@ class StateSystem:
     """Synchronous statekeep: ``with StateSystem(StateConfig(db=...)) as sk: ...``."""
 
     def __init__(self, config: StateConfig | None = None, *,
-                 clock: Callable[[], datetime] = utcnow, **overrides: Any) -> None:
+                 clock: Callable[[], datetime] = utcnow,
+                 metrics_registry: CollectorRegistry | None = None,
+                 **overrides: Any) -> None:
         if config is None:
             config = StateConfig.load(**overrides)
         elif overrides:
@@ -166,6 +179,10 @@ class StateSystem:
         self.memory = HierarchicalMemory(self.store, short_term=short_term)
         #: Finished sessions past the cold retention, moved to zstd files.
         self.archive = ArchiveTier.for_store(self.store)
+        #: Query statistics, plans, index advice and the result cache (seed 8).
+        self.query_optimizer = QueryOptimizer(self.store, config)
+        #: Mark, sweep and compact under the retention rules (seed 9).
+        self.garbage_collector = GarbageCollector(self.store, archive=self.archive)
         #: Snapshots, recovery points, full / selective / point-in-time recovery.
         self.recovery_manager = RecoveryManager(self.store)
         #: Online, verified backups with keep-last-N (scheduled by start_background).
@@ -184,6 +201,11 @@ class StateSystem:
         self._propagator: Propagator | None = None
         self._propagator_lock = threading.Lock()
         self.store.add_change_listener(self.invalidate)
+        #: Prometheus metrics and the performance report (None when ``metrics``
+        #: is off): its own registry unless ``metrics_registry`` is given.
+        self.metrics: StateMetrics | None = (
+            StateMetrics.for_system(self, registry=metrics_registry) if config.metrics
+            else None)
 
     # -- sync (seed 6): built on first use ------------------------------------
 
@@ -253,6 +275,8 @@ class StateSystem:
     def _clear_everything(self) -> None:
         """After a recovery or restore any cached value may be wrong: drop them all,
         in this process and (through "all" on the bus) in the others."""
+        if self.store.query_cache is not None:
+            self.store.query_cache.clear()
         if self.hot is not None:
             self.hot.clear()
         self.memory.working.clear()
@@ -271,6 +295,8 @@ class StateSystem:
             if self.hot is not None:
                 self.hot.clear()
             self.memory.working.clear()
+            if self.store.query_cache is not None:
+                self.store.query_cache.clear()
 
     def _cached(self, key: tuple[str, ...]) -> Any:
         hot = self.hot
@@ -300,17 +326,22 @@ class StateSystem:
             return cached
         generation = self._generation
         try:
-            session = self.store.get_session(session_id)
-        except NotFoundError:
-            if not self.archive.is_archived(session_id):
-                raise
             try:
-                session = self.archive.restore(session_id)
-            except NotFoundError:  # another process restored it first
                 session = self.store.get_session(session_id)
+            except NotFoundError:
+                if not self.archive.is_archived(session_id):
+                    raise
+                try:
+                    session = self.archive.restore(session_id)
+                except NotFoundError:  # another process restored it first
+                    session = self.store.get_session(session_id)
+        except StatekeepError as exc:
+            self._count_error(exc)
+            raise
         self._fill(key, session, generation)
         return session
 
+    @counts_errors
     def resume_session(self, session_id: str) -> Session:
         """Take a session back up: reactivate it (from paused or failed) and
         prefetch its active tasks and most relevant context into the hot tier,
@@ -332,7 +363,11 @@ class StateSystem:
         if cached is not None:
             return cached
         generation = self._generation
-        task = self.store.get_task(task_id)
+        try:
+            task = self.store.get_task(task_id)
+        except StatekeepError as exc:
+            self._count_error(exc)
+            raise
         self._fill(key, task, generation)
         return task
 
@@ -347,7 +382,11 @@ class StateSystem:
         if hit is not MISS:
             return hit
         generation = self._generation
-        item = self.store.get_context(session_id, context_type, context_key)
+        try:
+            item = self.store.get_context(session_id, context_type, context_key)
+        except StatekeepError as exc:
+            self._count_error(exc)
+            raise
         if item is not None:
             self._fill(("ctx", session_id, context_type, context_key), item, generation)
         return item
@@ -367,6 +406,7 @@ class StateSystem:
 
     # -- the context engine --------------------------------------------------
 
+    @counts_errors
     def capture_context(self, session_id: str, source: str, data: Mapping[str, Any], *,
                         root: str | Path | None = None,
                         progress: Progress | None = None) -> CaptureReport:
@@ -376,6 +416,7 @@ class StateSystem:
         return self.context.capture_context(session_id, source, data, root=root,
                                             progress=progress)
 
+    @counts_errors
     def capture_paths(self, session_id: str, paths: Sequence[str | Path], *,
                       root: str | Path | None = None, environment: bool = False,
                       git: bool = False, progress: Progress | None = None) -> CaptureReport:
@@ -395,6 +436,13 @@ class StateSystem:
         cached = self.peek_reconstruction(session_id)
         if cached is not None:
             return cached
+        try:
+            return self._reconstruct(session_id)
+        except StatekeepError as exc:
+            self._count_error(exc)
+            raise
+
+    def _reconstruct(self, session_id: str) -> SessionContext:
         self.get_session(session_id)  # restores an archived session first
         generation = self._generation
         warm = self.cache_layer
@@ -425,17 +473,20 @@ class StateSystem:
                 self.hot.put(("recon", session_id), ctx, size)
             return True
 
+    @counts_errors
     def explain_relevance(self, session_id: str, context_type: str,
                           context_key: str) -> RelevanceExplanation:
         """Every component of one item's relevance score, as ranking computes it."""
         return self.context.explain_relevance(session_id, context_type, context_key)
 
+    @counts_errors
     def search_context(self, query: str, *, session_id: str | None = None,
                        limit: int = 20) -> list[SearchResult]:
         """Full-text search over context, blended with relevance."""
         return search_context(self.store, self.context.relevance_calculator, query,
                               session_id=session_id, limit=limit)
 
+    @counts_errors
     def resume_brief(self, session_id: str, *, budget_tokens: int | None = None,
                      decisions: int = 10) -> Brief:
         """The Markdown brief an agent pastes into its prompt to pick up the work."""
@@ -458,6 +509,7 @@ class StateSystem:
         if self.config.health_check_interval > 0:
             self.health.start()
 
+    @counts_errors
     def create_recovery_point(self, name: str | None = None, *,
                               session_id: str | None = None,
                               description: str | None = None) -> RecoveryPoint:
@@ -466,8 +518,72 @@ class StateSystem:
         return self.recovery_manager.create_recovery_point(name, session_id=session_id,
                                                            description=description)
 
+    # -- metrics (seed 10) ------------------------------------------------------
+
+    def _count_error(self, exc: StatekeepError) -> None:
+        if self.metrics is not None:
+            self.metrics.count_error(exc)
+
+    def generate_performance_report(self) -> PerformanceReport:
+        """This process's latencies, throughput, cache and memory figures, GC impact;
+        see :meth:`StateMetrics.generate_performance_report`."""
+        if self.metrics is None:
+            from statekeep.errors import ConfigError
+            raise ConfigError("metrics are off for this system (metrics = false)")
+        return self.metrics.generate_performance_report()
+
+    @counts_errors
+    def recover(self, recovery_point_id: str, strategy: str = "full", *,
+                sessions: Sequence[str] | None = None,
+                entity_types: Sequence[str] | None = None,
+                keys: Sequence[str] | None = None, dry_run: bool = False,
+                progress: Callable[[int, int], None] | None = None) -> RecoveryResult:
+        """Recover to a recovery point, timed; see :meth:`RecoveryManager.recover`."""
+        return self._recovered(self.recovery_manager.recover(
+            recovery_point_id, strategy, sessions=sessions, entity_types=entity_types,
+            keys=keys, dry_run=dry_run, progress=progress))
+
+    @counts_errors
+    def recover_to_time(self, at: datetime, *, sessions: Sequence[str] | None = None,
+                        dry_run: bool = False,
+                        progress: Callable[[int, int], None] | None = None) -> RecoveryResult:
+        """Point-in-time recovery, timed; see :meth:`RecoveryManager.recover_to_time`."""
+        return self._recovered(self.recovery_manager.recover_to_time(
+            at, sessions=sessions, dry_run=dry_run, progress=progress))
+
+    @counts_errors
+    def restore_snapshot(self, snapshot_id: str, *, sessions: Sequence[str] | None = None,
+                         entity_types: Sequence[str] | None = None,
+                         keys: Sequence[str] | None = None,
+                         dry_run: bool = False) -> RecoveryResult:
+        """Restore a snapshot, timed; see :meth:`RecoveryManager.restore_snapshot`."""
+        return self._recovered(self.recovery_manager.restore_snapshot(
+            snapshot_id, sessions=sessions, entity_types=entity_types, keys=keys,
+            dry_run=dry_run))
+
+    @counts_errors
+    def collect_garbage(self, force: bool = False, *, dry_run: bool = False,
+                        vacuum: bool = False, limit: int | None = 1000,
+                        progress: Callable[[int, int], None] | None = None,
+                        ) -> CollectionResult:
+        """Mark, sweep and compact, timed; see :meth:`GarbageCollector.collect`."""
+        started = time.perf_counter()
+        result = self.garbage_collector.collect(force, dry_run=dry_run, vacuum=vacuum,
+                                                limit=limit, progress=progress)
+        if self.metrics is not None and not (result.skipped or dry_run):
+            self.metrics.observe_gc(time.perf_counter() - started)
+        return result
+
+    def _recovered(self, result: RecoveryResult) -> RecoveryResult:
+        if self.metrics is not None and not result.dry_run:
+            self.metrics.observe_recovery(result.elapsed_s)
+        return result
+
     def close(self) -> None:
         """Flush pending bookkeeping and release the tiers, then the store."""
+        if self.metrics is not None:
+            self.metrics.close()
+        self.query_optimizer.save_statistics()  # for `statekeep indexes` (never raises)
         self.health.stop()
         self.backup_scheduler.stop()
         if self._propagator is not None:  # sends what is still queued, then stops
@@ -528,17 +644,20 @@ class StateSystem:
     audit = _forward(Store.audit)
 
     # learning: the decision engine's main verbs, one call away
+    @counts_errors
     def accept_decision(self, decision_id: str, *, outcome: str | None = None,
                         feedback: float | None = None) -> Settled:
         """The user accepted the decision; see :meth:`DecisionEngine.accept`."""
         return self.decisions.accept(decision_id, outcome=outcome, feedback=feedback)
 
+    @counts_errors
     def override_decision(self, decision_id: str, chosen: str, *, outcome: str | None = None,
                           feedback: float | None = None) -> Settled:
         """The user chose otherwise; see :meth:`DecisionEngine.override`."""
         return self.decisions.override(decision_id, chosen, outcome=outcome,
                                        feedback=feedback)
 
+    @counts_errors
     def should_act_autonomously(self, user_id: str, decision_type: str, context: Any, *,
                                 threshold: float | None = None) -> AutonomyAnswer:
         """Yes or no, with the confidence and evidence; see
@@ -547,23 +666,32 @@ class StateSystem:
                                                       threshold=threshold)
 
     # sync: the manager's methods, one call away
+    @counts_errors
     def sync_state(self, component: str, state: Mapping[str, Any], *,
                    scope: str = "global", base_versions: Mapping[str, int] | None = None,
                    strategy: str | None = None) -> SyncResult:
         """Push a component's key/value state; see :meth:`SyncManager.sync_state`."""
-        return self.sync_manager.sync_state(component, state, scope=scope,
-                                            base_versions=base_versions, strategy=strategy)
+        result = self.sync_manager.sync_state(component, state, scope=scope,
+                                              base_versions=base_versions, strategy=strategy)
+        if self.metrics is not None and result.resolutions:
+            self.metrics.record_sync(result)
+        return result
 
+    @counts_errors
     def get_sync_state(self, scope: str = "global", keys: Sequence[str] | None = None, *,
                        component: str | None = None) -> dict[str, SyncEntry]:
         """The synchronised keys of a scope; see :meth:`SyncManager.get_state`."""
         return self.sync_manager.get_state(scope, keys, component=component)
 
+    @counts_errors
     def resolve_conflict(self, conflict_id: str, choice: str, *, value: Any = UNSET,
                          resolved_by: str | None = None) -> ConflictResolution:
         """Settle a pending conflict; see :meth:`SyncManager.resolve_conflict`."""
-        return self.sync_manager.resolve_conflict(conflict_id, choice, value=value,
-                                                  resolved_by=resolved_by)
+        resolution = self.sync_manager.resolve_conflict(conflict_id, choice, value=value,
+                                                        resolved_by=resolved_by)
+        if self.metrics is not None:
+            self.metrics.record_resolution(resolution)
+        return resolution
 
 
 def _offload(method: Callable[Concatenate[StateSystem, P], R]) -> Callable[
@@ -678,12 +806,16 @@ class StateManagementSystem:
     neighbours = _offload(StateSystem.neighbours)
     item_content = _offload(StateSystem.item_content)
     create_recovery_point = _offload(StateSystem.create_recovery_point)
+    recover = _offload(StateSystem.recover)
+    recover_to_time = _offload(StateSystem.recover_to_time)
+    collect_garbage = _offload(StateSystem.collect_garbage)
     accept_decision = _offload(StateSystem.accept_decision)
     override_decision = _offload(StateSystem.override_decision)
     should_act_autonomously = _offload(StateSystem.should_act_autonomously)
     sync_state = _offload(StateSystem.sync_state)
     get_sync_state = _offload(StateSystem.get_sync_state)
     resolve_conflict = _offload(StateSystem.resolve_conflict)
+    generate_performance_report = _offload(StateSystem.generate_performance_report)
 
     def subscribe(self, component: str, callback: Callable[[SyncEvent], None], *,
                   keys: str = "*", scope: str | None = None,

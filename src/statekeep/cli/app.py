@@ -16,7 +16,19 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from statekeep.cli import admin, archive, backup, browse, engine, learning, recovery, sync
+from statekeep.cli import (
+    admin,
+    archive,
+    backup,
+    browse,
+    engine,
+    gc,
+    indexes,
+    learning,
+    metrics,
+    recovery,
+    sync,
+)
 from statekeep.cli.shared import ConfigOption, DbOption, report_error
 from statekeep.errors import StatekeepError
 
@@ -68,12 +80,16 @@ app.command()(engine.analyze)
 app.command()(engine.graph)
 app.add_typer(admin.migrate_app, name="migrate")
 app.add_typer(archive.archive_app, name="archive")
+app.command()(gc.gc)
+app.add_typer(indexes.indexes_app, name="indexes")
 app.add_typer(recovery.snapshot_app, name="snapshot")
 app.add_typer(recovery.recover_app, name="recover")
 app.add_typer(backup.backup_app, name="backup")
 app.command()(backup.doctor)
 app.add_typer(sync.state_app, name="state")
 app.add_typer(sync.conflicts_app, name="conflicts")
+app.command()(metrics.stats)
+app.add_typer(metrics.metrics_app, name="metrics")
 app.command()(admin.demo)
 app.command()(admin.version)
 

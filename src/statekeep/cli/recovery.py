@@ -210,7 +210,7 @@ def snapshot_restore(
     """Make the store (or its sessions) exactly what a snapshot holds."""
     out = Output(json=json)
     with open_system(ctx) as sk:
-        result = _manager(sk).restore_snapshot(snapshot_id, sessions=sessions or None,
+        result = sk.restore_snapshot(snapshot_id, sessions=sessions or None,
                                                dry_run=dry_run)
     _report(out, result)
 
@@ -296,7 +296,7 @@ def recover_run(
     """Bring the store (or a part of it) back to a recovery point."""
     out = Output(json=json)
     with open_system(ctx) as sk, progress_bar(out, "replaying") as step:
-        result = _manager(sk).recover(point_id, strategy, sessions=sessions or None,
+        result = sk.recover(point_id, strategy, sessions=sessions or None,
                                       entity_types=entity_types or None, keys=keys or None,
                                       dry_run=dry_run, progress=step)
     _report(out, result)
@@ -317,7 +317,7 @@ def recover_at(
     out = Output(json=json)
     when = _parse_time(at)
     with open_system(ctx) as sk, progress_bar(out, "replaying") as step:
-        result = _manager(sk).recover_to_time(when, sessions=sessions or None,
+        result = sk.recover_to_time(when, sessions=sessions or None,
                                               dry_run=dry_run, progress=step)
     _report(out, result)
 

@@ -76,7 +76,11 @@ _NO_OPS = frozenset({("session", "archive"), ("session", "restore"),
                      ("sync_resolution", "keep"), ("store", "recover"),
                      # a backup restore or repair: its result is in the rows
                      # it wrote, and is rebuilt by the next snapshot or recovery
-                     ("store", "restore"), ("store", "repair")})
+                     ("store", "restore"), ("store", "repair"),
+                     # garbage collection: an orphaned blob (the model derives
+                     # blobs from the rows that use them; an orphan has none) and
+                     # a superseded snapshot (images are not state)
+                     ("blob", "delete"), ("snapshot", "delete")})
 
 
 def audit_events(store: Store, conn: Connection, *, after: int, upto: int | None,

@@ -53,6 +53,9 @@ CONNECT_TIMEOUT = 5
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|[?%]")
 _EXPONENT = re.compile(rb'"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?e\+\d+')
+#: Transaction states in which a statement's writes are not committed yet.
+_IN_TRANSACTION = (TransactionStatus.INTRANS, TransactionStatus.INERROR,
+                   TransactionStatus.ACTIVE)
 
 
 def _parse_url(url: str) -> tuple[dict[str, Any], str | None]:
@@ -110,6 +113,17 @@ class _PgConnection:
         self._store = store
 
     def execute(self, sql: str, params: Sequence[Any] | None = None, /) -> psycopg.Cursor[Any]:
+        observer = self._store._observer
+        if observer is None:
+            return self._run(sql, params)
+        cur: psycopg.Cursor[Any] = observer.observe(self._run, sql, params, id(self.raw),
+                                                    self._in_transaction)
+        return cur
+
+    def _in_transaction(self) -> bool:
+        return self.raw.info.transaction_status in _IN_TRANSACTION
+
+    def _run(self, sql: str, params: Sequence[Any] | None = None, /) -> psycopg.Cursor[Any]:
         raw = self.raw
         status = raw.info.transaction_status
         if params is None:  # BEGIN/COMMIT/SAVEPOINT and migration DDL go verbatim
@@ -128,6 +142,14 @@ class _PgConnection:
             return self.raw.execute(text, params)
 
     def executemany(self, sql: str, seq: Any, /) -> psycopg.Cursor[Any]:
+        observer = self._store._observer
+        if observer is None:
+            return self._run_many(sql, seq)
+        cur: psycopg.Cursor[Any] = observer.observe(self._run_many, sql, seq, id(self.raw),
+                                                    self._in_transaction)
+        return cur
+
+    def _run_many(self, sql: str, seq: Any) -> psycopg.Cursor[Any]:
         cur = self.raw.cursor()
         cur.executemany(self._store._stmt(sql), seq)
         return cur

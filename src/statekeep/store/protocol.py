@@ -23,6 +23,7 @@ from statekeep.store.audit import AuditStore
 from statekeep.store.base import utcnow
 from statekeep.store.blobs import BlobStore
 from statekeep.store.context import AccessLog
+from statekeep.store.indexes import IndexStore
 from statekeep.store.relations import RelationStore
 from statekeep.store.search import SearchStore
 from statekeep.store.sync import SyncStore
@@ -30,7 +31,7 @@ from statekeep.store.sync import SyncStore
 __all__ = ["Store"]
 
 
-class Store(AuditStore, BlobStore, RelationStore, SearchStore, SyncStore):
+class Store(AuditStore, BlobStore, RelationStore, SearchStore, SyncStore, IndexStore):
     """Sessions, tasks, context (with relations, content and search), decisions,
     preferences, blobs, synchronised state and the audit log."""
 

@@ -19,6 +19,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from statekeep.errors import (
     StoreUnavailableError,
     ValidationError,
 )
+from statekeep.query.observer import StatementObserver
 from statekeep.store.base import Connection, utcnow
 from statekeep.store.protocol import Store
 
@@ -47,6 +49,50 @@ def sqlite_path(location: str) -> str:
             location = location[len(prefix):]  # sqlite:////abs is /abs, as elsewhere
             break
     return location if location == ":memory:" else str(Path(location).expanduser())
+
+
+_execute = sqlite3.Connection.execute
+_executemany = sqlite3.Connection.executemany
+_perf = time.perf_counter
+
+
+class _ObservedConnection(sqlite3.Connection):
+    """A connection whose statements feed the store's statement observer.
+
+    The observer's generic path is inlined here because a point read is a few
+    microseconds: per statement, one dict lookup and one increment; the clock,
+    the histogram and the row count only on sampled calls (statekeep.query.stats).
+    """
+
+    observer: StatementObserver
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        obs = self.observer
+        stats = obs.stats
+        shape = stats.by_text.get(sql) or stats.shape_of(sql)
+        n = shape.count
+        shape.count = n + 1
+        try:
+            if n & stats.mask:
+                cur = _execute(self, sql, parameters)
+            else:
+                start = _perf()
+                cur = _execute(self, sql, parameters)
+                shape.timed(_perf() - start, cur.rowcount)
+        except BaseException:
+            shape.errors += 1
+            if obs.pending and not self.in_transaction:
+                obs.track(shape, id(self), False)
+            raise
+        if shape.writes is not None or obs.pending:
+            obs.track(shape, id(self), self.in_transaction)
+        return cur
+
+    def executemany(self, sql: str, seq: Any, /) -> sqlite3.Cursor:
+        cur: sqlite3.Cursor = self.observer.observe(
+            lambda q, p: _executemany(self, q, p), sql, seq, id(self),
+            lambda: self.in_transaction)
+        return cur
 
 
 class _Local(threading.local):
@@ -96,7 +142,10 @@ class SQLiteStore(Store):
                 isolation_level=None,  # we issue BEGIN/COMMIT ourselves
                 check_same_thread=False,  # per-thread by design; close() runs elsewhere
                 cached_statements=256,
+                factory=sqlite3.Connection if self._observer is None else _ObservedConnection,
             )
+            if self._observer is not None:
+                conn.observer = self._observer  # type: ignore[attr-defined]
             conn.execute(f"PRAGMA busy_timeout = {int(self.config.busy_timeout_ms)}")
             if not self._memory:
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
