@@ -92,7 +92,7 @@ def test_round_trip_with_relations_and_content(aged: Store, clock: FakeClock,
     assert blobs(aged) == {shared: 1}
     assert aged.item_content(ids["main.py"]) is None
     assert aged.search_context("heron") == []
-    doc = codec.loads(archive_mod._read_file(entry.path, entry.checksum))
+    doc = codec.loads(archive_mod.read_archive_file(entry.path, entry.checksum))
     assert doc["format"] == 2
     assert len(doc["context_relations"]) == 2 and len(doc["context_content"]) == 2
     assert [d for d, _, _ in doc["blobs"]] == sorted([shared, own])
@@ -156,7 +156,7 @@ def test_format_1_file_restores_without_the_new_rows(aged: Store, clock: FakeClo
     clock.advance(days=91)
     arc = tier(aged, tmp_path)
     entry = arc.run().archived[0]
-    doc = codec.loads(archive_mod._read_file(entry.path, entry.checksum))
+    doc = codec.loads(archive_mod.read_archive_file(entry.path, entry.checksum))
     for key in ("context_relations", "context_content", "blobs"):
         del doc[key]
     doc["format"] = 1
@@ -184,7 +184,7 @@ def test_tampered_blob_in_the_document_is_refused(aged: Store, clock: FakeClock,
     clock.advance(days=91)
     arc = tier(aged, tmp_path)
     entry = arc.run().archived[0]
-    doc = codec.loads(archive_mod._read_file(entry.path, entry.checksum))
+    doc = codec.loads(archive_mod.read_archive_file(entry.path, entry.checksum))
     doc["blobs"][0][2] = base64.b64encode(b"not the original bytes").decode()
     payload = codec.dumps_trusted(doc)
     digest = codec.checksum(payload)

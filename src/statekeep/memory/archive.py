@@ -82,6 +82,7 @@ __all__ = [
     "ArchiveTier",
     "ArchivedSession",
     "default_archive_dir",
+    "read_archive_file",
 ]
 
 log = logging.getLogger("statekeep.memory")
@@ -320,7 +321,7 @@ class ArchiveTier:
         """True when ``path`` is already a sound archive of exactly this payload
         (left by a run that crashed before its transaction): it is reused."""
         try:
-            _read_file(path, digest)
+            read_archive_file(path, digest)
         except (OSError, StatekeepError):
             return False
         return True
@@ -498,7 +499,7 @@ class ArchiveTier:
         where nothing else claimed them meanwhile.
         """
         entry = self.get(session_id)
-        doc = codec.loads(_read_file(entry.path, entry.checksum))
+        doc = codec.loads(read_archive_file(entry.path, entry.checksum))
         st = self.store
         counts = {t.name: len(doc[t.name]) for t in _CHILD_TABLES}
         try:
@@ -593,7 +594,7 @@ class ArchiveTier:
         problems: builtins.list[str] = []
         for entry in self.list():
             try:
-                _read_file(entry.path, entry.checksum)
+                read_archive_file(entry.path, entry.checksum)
             except StatekeepError as exc:
                 problems.append(f"session {entry.session_id}: {exc}")
         problems.extend(f"archive file {name} is not in the archive index"
@@ -616,7 +617,7 @@ def _encode_file(payload: bytes) -> bytes:
     return _FRAMING.pack(payload)
 
 
-def _read_file(path: Path, expected: str) -> bytes:
+def read_archive_file(path: Path, expected: str) -> bytes:
     """The verified payload of an archive file, or ArchiveError naming the file."""
     try:
         blob = path.read_bytes()
@@ -638,4 +639,3 @@ def _read_file(path: Path, expected: str) -> bytes:
 def _unlink_quietly(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-

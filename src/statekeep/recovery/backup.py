@@ -63,7 +63,7 @@ from statekeep.errors import (
 )
 from statekeep.fileio import fsync_dir, write_atomic
 from statekeep.ids import new_id, validate_id
-from statekeep.memory.archive import ArchiveTier, _read_file
+from statekeep.memory.archive import ArchiveTier, read_archive_file
 from statekeep.recovery.snapshots import consistent_read, default_backup_dir
 from statekeep.store.migrations import MIGRATIONS_TABLE, StateMigrationSystem
 from statekeep.store.protocol import Store
@@ -1122,7 +1122,7 @@ def _copy_file(src: Path, dest: Path) -> tuple[str, int]:
 
 def _archive_ok(path: Path, checksum: str) -> bool:
     try:
-        _read_file(path, checksum)
+        read_archive_file(path, checksum)
     except StatekeepError:
         return False
     return True

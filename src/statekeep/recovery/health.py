@@ -52,7 +52,7 @@ from statekeep.errors import (
 )
 from statekeep.fileio import write_atomic
 from statekeep.ids import new_id
-from statekeep.memory.archive import ArchiveTier, _read_file
+from statekeep.memory.archive import ArchiveTier, read_archive_file
 from statekeep.recovery.backup import BackupManager, BlobCopy, install_sqlite
 from statekeep.recovery.image import decode_image
 from statekeep.recovery.salvage import SalvageReport, reindex_file, salvage_sqlite
@@ -257,7 +257,7 @@ class CorruptionDetector:
         counts["archives"] = len(entries)
         for entry in entries:
             try:
-                _read_file(entry.path, entry.checksum)
+                read_archive_file(entry.path, entry.checksum)
             except StatekeepError as exc:
                 found.append(Finding("archive", entry.path.name,
                                      f"session {entry.session_id}: {exc}"))

@@ -203,6 +203,12 @@ class PostgresStore(Store):
             raise err.ConfigError(f"schema {self.schema!r} does not exist on {self.location} and"
                                   f" cannot be created: {_describe(exc)}") from None
 
+    @property
+    def conninfo(self) -> str:
+        """The connection parameters the pool uses (host, credentials, schema), for
+        the few components that need a connection of their own (LISTEN/NOTIFY)."""
+        return self._conninfo
+
     def _new_pool(self) -> ConnectionPool[RawConnection]:
         return ConnectionPool(self._conninfo, open=True, name="statekeep", num_workers=1,
                               min_size=self.config.pool_min_size,

@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 import orjson
 
@@ -45,6 +45,7 @@ from statekeep.retry import ExponentialBackoff, Outage
 from statekeep.sync.events import SyncEvent
 
 if TYPE_CHECKING:
+    from statekeep.store.postgres import PostgresStore
     from statekeep.store.protocol import Store
 
 __all__ = [
@@ -641,8 +642,8 @@ def make_transport(store: Store, config: StateConfig | None = None, *, origin: s
 
         # The store's own connection parameters (host, credentials, TimeZone,
         # search_path for the audit-log reads) under a name that shows in
-        # pg_stat_activity. There is no public accessor for them yet.
-        conninfo = make_conninfo(store._conninfo,  # type: ignore[attr-defined]
+        # pg_stat_activity.
+        conninfo = make_conninfo(cast("PostgresStore", store).conninfo,
                                  application_name="statekeep-sync")
         return PgNotifyTransport(store, origin=origin, channel=pg_channel(store.store_id),
                                  conninfo=conninfo, backoff=backoff)
